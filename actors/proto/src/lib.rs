@@ -1,0 +1,22 @@
+//! `starling-proto`: the sans-IO core of Starling.
+//!
+//! Bytes and rules only: no actix, no tokio, no clock (callers pass time in). Everything here
+//! can be tested deterministically without a runtime.
+//!
+//! - [`packet`]: one `Packet` model for MQTT 3.1, 3.1.1 and 5.0.
+//! - [`codec`]: incremental `decode` and `encode`, variable byte integers, properties.
+//! - [`reason`]: every MQTT 5 reason code, the 3.x return codes, and the one mapping from
+//!   decoding errors to codes on the wire.
+//! - [`topic`]: validated `TopicName` / `TopicFilter` newtypes and matching.
+//! - [`trie`]: the subscription trie, generic over the subscriber value.
+
+pub mod codec;
+pub mod packet;
+pub mod reason;
+pub mod topic;
+pub mod trie;
+
+pub use codec::{decode, encode, encoded_len, DecodeError, EncodeError, Limits};
+pub use packet::*;
+pub use reason::ReasonCode;
+pub use topic::{TopicError, TopicFilter, TopicName};

@@ -1,0 +1,121 @@
+//! The broker as a whole: starts the long-lived actors and hands sockets to Connections.
+//!
+//! `Broker::start` starts the TopicNode shards (spread over the worker arbiters) and the
+//! Registry. A listener, on any thread, calls `BrokerHandle::accept` on the worker arbiter a
+//! socket was moved to; the Connection actor is created there. `Broker::shutdown` tells every
+//! Connection to close (MQTT 5 clients get DISCONNECT 0x8B) and waits for them to go.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use slog::{info, o, Logger};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use crate::config::{BrokerConfig, MqttConfig};
+use crate::connection::Connection;
+use crate::registry::Registry;
+use crate::topic::{Router, TopicNode};
+
+/// Any byte stream a Connection can speak MQTT over: TCP, TLS, WebSocket.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Transport for T {}
+
+/// What every Connection shares: where to send things, and the shutdown signal.
+#[derive(Debug)]
+pub struct BrokerContext {
+    /// The client id registry.
+    pub registry: Addr<Registry>,
+    /// The TopicNode shards.
+    pub router: Router,
+    /// Flips to `true` when the broker shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Connections currently open.
+    pub connections: AtomicUsize,
+    next_conn_id: AtomicU64,
+    /// The root logger.
+    pub log: Logger,
+}
+
+impl BrokerContext {
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A cheap, thread-safe handle for accepting connections.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle(Arc<BrokerContext>);
+
+impl BrokerHandle {
+    /// Starts a Connection actor for `io` on the current arbiter (the worker the socket was
+    /// moved to).
+    pub fn accept(&self, io: Box<dyn Transport>, peer: SocketAddr, config: Arc<MqttConfig>) {
+        Connection::start_for(Arc::clone(&self.0), io, peer, config);
+    }
+
+    /// Connections currently open.
+    pub fn connection_count(&self) -> usize {
+        self.0.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// The running broker actors.
+#[derive(Debug)]
+pub struct Broker {
+    context: Arc<BrokerContext>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Starts the TopicNode shards round-robin over `workers` and the Registry on the current
+    /// arbiter. Must be called inside a running actix System.
+    pub fn start(config: &BrokerConfig, workers: &[ArbiterHandle], log: &Logger) -> Broker {
+        let shard_count = config.topic_shards.max(1);
+        let shards = (0..shard_count)
+            .map(|i| {
+                let log = log.clone();
+                match workers.get(i % workers.len().max(1)) {
+                    Some(arbiter) => {
+                        TopicNode::start_in_arbiter(arbiter, move |_| TopicNode::new(i, &log))
+                    }
+                    None => TopicNode::new(i, &log).start(),
+                }
+            })
+            .collect();
+        let router = Router::new(shards);
+        let registry =
+            Registry::new(router.clone(), config.session_scan_interval, log).start();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        info!(log, "broker actors started"; "topic_shards" => shard_count, "workers" => workers.len());
+        Broker {
+            context: Arc::new(BrokerContext {
+                registry,
+                router,
+                shutdown: shutdown_rx,
+                connections: AtomicUsize::new(0),
+                next_conn_id: AtomicU64::new(1),
+                log: log.new(o!()),
+            }),
+            shutdown,
+        }
+    }
+
+    /// A handle listeners use to hand over sockets.
+    pub fn handle(&self) -> BrokerHandle {
+        BrokerHandle(Arc::clone(&self.context))
+    }
+
+    /// Tells every Connection to close and waits, at most `grace`, until they have.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + grace;
+        while self.context.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The CONNECT handshake: validate, pick the client id, open the session, answer CONNACK.
+//!
+//! Reading is paused from CONNECT until CONNACK is written, so nothing a client pipelines after
+//! its CONNECT is handled before its session exists.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use slog::{debug, info, o};
+use starling_proto::{ConnAck, Connect, Packet, Properties, Protocol, ReasonCode};
+
+use super::{Attachment, Connection, State};
+use crate::msg::{ClientLink, OpenSession};
+
+/// Longest client id MQTT 3.1 allows ([MQTT 3.1, 3.1 CONNECT, Client Identifier]).
+const V31_MAX_CLIENT_ID: usize = 23;
+
+/// A client id for a client that sent none: unique in this process and across restarts.
+fn assign_client_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let boot = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("starling-{boot:x}-{n}")
+}
+
+impl Connection {
+    /// Handles the first CONNECT of a connection.
+    pub(super) fn on_connect(&mut self, connect: Box<Connect>, ctx: &mut Context<Self>) {
+        self.limits.protocol = connect.protocol;
+        let props = connect.properties.as_deref();
+
+        // The seed's Enhanced Authentication: no challenge/response method is configured, so an
+        // Authentication Method is refused with 0x8C and the connection closed.
+        if props.is_some_and(|p| p.authentication_method.is_some()) {
+            self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, ctx);
+            return;
+        }
+
+        let mut client_id = connect.client_id.clone();
+        let mut assigned = false;
+        if connect.protocol == Protocol::V31
+            && (client_id.is_empty() || client_id.chars().count() > V31_MAX_CLIENT_ID)
+        {
+            // MQTT 3.1: 1 to 23 characters, else "identifier rejected".
+            self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, ctx);
+            return;
+        }
+        if client_id.is_empty() {
+            // [MQTT-3.1.3-8]: 3.1.1 allows an empty id only with clean session.
+            if connect.protocol == Protocol::V311 && !connect.clean_start {
+                self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, ctx);
+                return;
+            }
+            client_id = assign_client_id();
+            assigned = connect.protocol.is_v5();
+        }
+
+        self.keep_alive = self.config.effective_keep_alive(connect.keep_alive);
+        self.connect_session_expiry = props.and_then(|p| p.session_expiry_interval);
+        let expiry = if connect.protocol.is_v5() {
+            // The seed: the client's Session Expiry Interval when it sends one, else the
+            // acceptor's defaultMqttSessionExpiryInterval (-1: never).
+            match self.connect_session_expiry {
+                Some(u32::MAX) => None,
+                Some(seconds) => Some(seconds),
+                None => self.config.default_session_expiry,
+            }
+        } else if connect.clean_start {
+            Some(0)
+        } else {
+            self.config.default_session_expiry
+        };
+
+        let client_id: Arc<str> = client_id.into();
+        self.log = self.log.new(o!("client_id" => client_id.to_string()));
+        self.client_id = Some(Arc::clone(&client_id));
+        self.state = State::Connecting;
+        let open = OpenSession {
+            client_id,
+            clean_start: connect.clean_start,
+            expiry,
+            link: ClientLink {
+                conn_id: self.id,
+                addr: ctx.address(),
+                protocol: connect.protocol,
+            },
+            arbiter: Arbiter::current(),
+        };
+        let keep_alive_changed = self.keep_alive != connect.keep_alive;
+        self.broker
+            .registry
+            .send(open)
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if act.state != State::Connecting {
+                    return;
+                }
+                match result {
+                    Ok(Ok(attached)) => {
+                        let properties = act.connack_properties(assigned, keep_alive_changed);
+                        let properties = if act.protocol().is_v5() && !properties.is_empty() {
+                            Some(Box::new(properties))
+                        } else {
+                            None
+                        };
+                        act.attachment = Some(Attachment {
+                            session: attached.session,
+                            session_id: attached.session_id,
+                        });
+                        act.state = State::Connected;
+                        act.send(&Packet::ConnAck(ConnAck {
+                            session_present: attached.session_present,
+                            code: ReasonCode::SUCCESS,
+                            properties,
+                        }));
+                        info!(act.log, "client connected";
+                            "protocol" => %act.protocol(),
+                            "keep_alive" => act.keep_alive,
+                            "session_present" => attached.session_present);
+                        act.start_keep_alive(ctx);
+                    }
+                    Ok(Err(_)) | Err(_) => act.refuse(ReasonCode::SERVER_UNAVAILABLE, ctx),
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// The CONNACK properties this acceptor announces (MQTT 5).
+    fn connack_properties(&self, assigned: bool, keep_alive_changed: bool) -> Properties {
+        let config = &self.config;
+        Properties {
+            receive_maximum: config.receive_maximum,
+            topic_alias_maximum: config.topic_alias_maximum.filter(|&max| max > 0),
+            maximum_packet_size: config.maximum_packet_size,
+            server_keep_alive: keep_alive_changed.then_some(self.keep_alive),
+            assigned_client_identifier: if assigned {
+                self.client_id.as_deref().map(str::to_owned)
+            } else {
+                None
+            },
+            // Retained messages and shared subscriptions are not served yet: say so.
+            retain_available: Some(0),
+            shared_subscription_available: Some(0),
+            ..Properties::default()
+        }
+    }
+
+    /// Answers CONNECT with a failure code and closes ([MQTT-3.2.2-5]).
+    pub(super) fn refuse(&mut self, code: ReasonCode, ctx: &mut Context<Self>) {
+        debug!(self.log, "connection refused"; "code" => %code);
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: None,
+        }));
+        self.close(None, ctx);
+    }
+}

@@ -1,0 +1,145 @@
+//! The future that drives a Connection's socket, polled inside the actor's own context.
+//!
+//! Because it runs as an item of the actor's context, it gets `&mut Connection` when polled:
+//! the read buffer, write buffer and transport are plain fields, with no locks, channels or
+//! shared cells. Actix polls it after every mailbox drain, so all packets queued while handling
+//! a batch of messages leave in one socket write.
+
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use actix::prelude::*;
+use bytes::{Buf, BytesMut};
+use slog::debug;
+use starling_proto::decode;
+use tokio_util::io::poll_read_buf;
+
+use super::{Connection, State};
+
+/// Reads and decodes at most this many times per poll, then yields to the actor's mailbox.
+const READ_BUDGET: usize = 32;
+/// Smallest free space worth reading into; the buffer grows by `READ_CHUNK`.
+const MIN_READ_SPACE: usize = 512;
+const READ_CHUNK: usize = 4096;
+/// Buffers larger than this are released once empty instead of kept for the next packet.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// The io future of a Connection; see the module docs.
+#[derive(Debug)]
+pub(super) struct IoDriver;
+
+impl ActorFuture<Connection> for IoDriver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Connection,
+        ctx: &mut Context<Connection>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        if act
+            .io_waker
+            .as_ref()
+            .is_none_or(|w| !w.will_wake(task.waker()))
+        {
+            act.io_waker = Some(task.waker().clone());
+        }
+        act.read_some(ctx, task);
+        act.flush(ctx, task)
+    }
+}
+
+impl Connection {
+    fn reading(&self) -> bool {
+        matches!(self.state, State::AwaitingConnect | State::Connected)
+    }
+
+    /// Decodes what is buffered and reads more, within a budget.
+    fn read_some(&mut self, ctx: &mut Context<Self>, task: &mut TaskContext<'_>) {
+        let mut budget = READ_BUDGET;
+        while self.reading() {
+            if budget == 0 {
+                // More may be waiting: come back after the mailbox had its turn.
+                task.waker().wake_by_ref();
+                return;
+            }
+            budget -= 1;
+            match decode(&mut self.inbuf, &self.limits) {
+                Ok(Some(packet)) => {
+                    self.last_read = std::time::Instant::now();
+                    crate::protocol::packet_in(&self.log, &packet);
+                    self.on_packet(packet, ctx);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.on_decode_error(error, ctx);
+                    return;
+                }
+            }
+            if self.inbuf.capacity() - self.inbuf.len() < MIN_READ_SPACE {
+                self.inbuf.reserve(READ_CHUNK);
+            }
+            match poll_read_buf(self.io.as_mut(), task, &mut self.inbuf) {
+                Poll::Ready(Ok(0)) => {
+                    debug!(self.log, "peer closed the connection");
+                    self.state = State::Closing;
+                    ctx.stop();
+                    return;
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    debug!(self.log, "read failed"; "error" => %e);
+                    self.state = State::Closing;
+                    ctx.stop();
+                    return;
+                }
+                Poll::Pending => {
+                    if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+                        self.inbuf = BytesMut::new();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes out the buffer; once closing and flushed, shuts the socket and stops.
+    fn flush(&mut self, ctx: &mut Context<Self>, task: &mut TaskContext<'_>) -> Poll<()> {
+        let mut wrote = false;
+        while !self.outbuf.is_empty() {
+            match self.io.as_mut().poll_write(task, &self.outbuf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    debug!(self.log, "write failed");
+                    ctx.stop();
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.outbuf.advance(n);
+                    wrote = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.outbuf.capacity() > KEEP_CAPACITY {
+            self.outbuf = BytesMut::new();
+        }
+        if wrote {
+            // TLS and WebSocket transports hold bytes until flushed.
+            if let Poll::Ready(Err(_)) = self.io.as_mut().poll_flush(task) {
+                ctx.stop();
+                return Poll::Ready(());
+            }
+        }
+        if self.state == State::Closing {
+            match self.io.as_mut().poll_shutdown(task) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(_) => {
+                    ctx.stop();
+                    return Poll::Ready(());
+                }
+            }
+        }
+        Poll::Pending
+    }
+}

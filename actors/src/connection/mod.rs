@@ -1,0 +1,257 @@
+//! The Connection actor: one per socket, on a worker arbiter.
+//!
+//! It owns the transport and everything that is per network connection rather than per session:
+//! decoding and encoding, the CONNECT handshake, keep alive, inbound topic aliases and inbound
+//! QoS 2 packet ids. It talks to its Session for subscriptions and to the TopicNode shards for
+//! publishes. Split by responsibility:
+//! - `io`: the future that reads, decodes, hands packets over and flushes writes;
+//! - `connect`: the CONNECT handshake up to CONNACK;
+//! - `inbound`: the packets of a connected client.
+
+mod connect;
+mod inbound;
+mod io;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use slog::{debug, o, Logger};
+use starling_proto::{
+    encode, Disconnect, Limits, Packet, PacketId, Protocol, ReasonCode, TopicName,
+};
+
+use crate::broker::{BrokerContext, Transport};
+use crate::config::MqttConfig;
+use crate::msg::{Detach, Kick, Outbound, SessionId};
+use crate::session::Session;
+
+/// How long a closing connection may take to flush its last bytes.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Socket open, no CONNECT yet.
+    AwaitingConnect,
+    /// CONNECT received, waiting for the Registry; reading is paused.
+    Connecting,
+    /// CONNACK sent.
+    Connected,
+    /// Flushing the last bytes, then closing. Nothing more is read.
+    Closing,
+}
+
+/// The client's session, once attached.
+#[derive(Debug)]
+struct Attachment {
+    session: Addr<Session>,
+    session_id: SessionId,
+}
+
+/// One client connection.
+pub struct Connection {
+    id: u64,
+    broker: Arc<BrokerContext>,
+    config: Arc<MqttConfig>,
+    log: Logger,
+    io: Pin<Box<dyn Transport>>,
+    /// Bytes read and not yet decoded; released while empty so idle connections stay small.
+    inbuf: BytesMut,
+    /// Bytes encoded and not yet written; its length is the connection's outbound backlog.
+    outbuf: BytesMut,
+    /// Wakes the io future after something outside it queued bytes or changed state.
+    io_waker: Option<Waker>,
+    state: State,
+    limits: Limits,
+    /// Effective keep alive in seconds (0: off).
+    keep_alive: u16,
+    last_read: Instant,
+    attachment: Option<Attachment>,
+    client_id: Option<Arc<str>>,
+    /// MQTT 5 inbound topic aliases.
+    aliases: HashMap<u16, TopicName>,
+    /// Inbound QoS 2 packet ids received and not yet released (PUBREL).
+    inbound_qos2: HashSet<PacketId>,
+    /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
+    connect_session_expiry: Option<u32>,
+    /// QoS 0 deliveries dropped because the client read too slowly.
+    dropped: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Starts a Connection actor for `io` on the current arbiter.
+    pub(crate) fn start_for(
+        broker: Arc<BrokerContext>,
+        io: Box<dyn Transport>,
+        peer: SocketAddr,
+        config: Arc<MqttConfig>,
+    ) -> Addr<Connection> {
+        let id = broker.next_conn_id();
+        let log = broker.log.new(o!("conn" => id, "peer" => peer.to_string()));
+        let limits = Limits {
+            protocol: Protocol::V311,
+            max_packet_size: config.maximum_packet_size,
+        };
+        Connection {
+            id,
+            broker,
+            config,
+            log,
+            io: Pin::from(io),
+            inbuf: BytesMut::new(),
+            outbuf: BytesMut::new(),
+            io_waker: None,
+            state: State::AwaitingConnect,
+            limits,
+            keep_alive: 0,
+            last_read: Instant::now(),
+            attachment: None,
+            client_id: None,
+            aliases: HashMap::new(),
+            inbound_qos2: HashSet::new(),
+            connect_session_expiry: None,
+            dropped: 0,
+        }
+        .start()
+    }
+
+    fn protocol(&self) -> Protocol {
+        self.limits.protocol
+    }
+
+    /// Encodes a packet into the write buffer; the io future writes it out.
+    fn send(&mut self, packet: &Packet) {
+        crate::protocol::packet_out(&self.log, packet);
+        if let Err(e) = encode(packet, self.protocol(), &mut self.outbuf) {
+            debug!(self.log, "packet not sent"; "type" => packet.kind(), "error" => %e);
+        }
+        self.wake_io();
+    }
+
+    fn wake_io(&self) {
+        if let Some(waker) = &self.io_waker {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Closes the connection: an MQTT 5 client that has its CONNACK is told why first.
+    /// Reading stops now; what is buffered is flushed, then the socket is shut.
+    fn close(&mut self, reason: Option<ReasonCode>, ctx: &mut Context<Self>) {
+        if self.state == State::Closing {
+            return;
+        }
+        if let Some(reason) = reason {
+            if self.state == State::Connected && self.protocol().is_v5() {
+                self.send(&Packet::Disconnect(Disconnect::with_reason(reason)));
+            }
+            debug!(self.log, "closing connection"; "reason" => %reason);
+        }
+        self.state = State::Closing;
+        self.wake_io();
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+
+    fn start_keep_alive(&mut self, ctx: &mut Context<Self>) {
+        if self.keep_alive == 0 {
+            return;
+        }
+        // [MQTT-3.1.2-24]: one and a half times the keep alive without a packet closes.
+        let limit = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+        let check = Duration::from_millis((u64::from(self.keep_alive) * 250).max(100));
+        ctx.run_interval(check, move |act, ctx| {
+            if act.state == State::Connected && act.last_read.elapsed() > limit {
+                debug!(act.log, "keep alive timeout"; "keep_alive" => act.keep_alive);
+                act.close(Some(ReasonCode::KEEP_ALIVE_TIMEOUT), ctx);
+            }
+        });
+    }
+
+    fn watch_shutdown(&self, ctx: &mut Context<Self>) {
+        let mut shutdown = self.broker.shutdown.clone();
+        let fut = async move {
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|_, act, ctx| {
+            act.close(Some(ReasonCode::SERVER_SHUTTING_DOWN), ctx);
+        }));
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.broker.connections.fetch_add(1, Ordering::Relaxed);
+        debug!(self.log, "connection opened");
+        ctx.spawn(io::IoDriver);
+        self.watch_shutdown(ctx);
+        ctx.run_later(self.config.connect_timeout, |act, ctx| {
+            if act.state == State::AwaitingConnect {
+                debug!(act.log, "no CONNECT in time");
+                act.close(None, ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.broker.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(attachment) = &self.attachment {
+            attachment.session.do_send(Detach { conn_id: self.id });
+        }
+        debug!(self.log, "connection closed"; "dropped" => self.dropped);
+    }
+}
+
+impl Handler<Outbound> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, Outbound(packet): Outbound, _: &mut Self::Context) {
+        if self.state != State::Connected {
+            return;
+        }
+        // A reader that lets its buffer grow past the bound loses QoS 0 deliveries, not the
+        // broker its memory.
+        if let Packet::Publish(p) = &packet {
+            if p.qos == starling_proto::QoS::AtMostOnce
+                && self.outbuf.len() >= self.config.max_outbound_bytes
+            {
+                self.dropped += 1;
+                return;
+            }
+        }
+        self.send(&packet);
+    }
+}
+
+impl Handler<Kick> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, Kick(reason): Kick, ctx: &mut Self::Context) {
+        // The session is no longer ours: do not detach it when we stop.
+        if reason == ReasonCode::SESSION_TAKEN_OVER {
+            self.attachment = None;
+        }
+        self.close(Some(reason), ctx);
+    }
+}

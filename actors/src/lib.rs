@@ -1,0 +1,31 @@
+//! `starling-actors`: the Starling MQTT broker as an actix actor system.
+//!
+//! A map of the crate, in the order data flows through it:
+//!
+//! - [`broker`]: starts the long-lived actors; `BrokerHandle::accept` turns a socket into a
+//!   Connection; `Broker::shutdown` closes every connection (MQTT 5: DISCONNECT 0x8B).
+//! - [`connection`]: the Connection actor, one per socket: decode, CONNECT handshake, keep
+//!   alive, topic aliases, inbound QoS 1/2 acknowledgement, encode and batched writes.
+//! - [`registry`]: the Registry actor, client id -> Session; serialises attaches for one id
+//!   (takeover) and decides when a session is gone.
+//! - [`session`]: the Session actor, one per client id, outliving connections until expiry;
+//!   the source of truth for subscriptions.
+//! - [`topic`]: TopicNode actors, the subscription trie sharded by first topic level, and the
+//!   `Router` that picks a shard.
+//! - [`msg`]: every message exchanged between actors: the contract.
+//! - [`protocol`]: packet TRACE logging on the `protocol` logger.
+//! - [`config`]: the typed acceptor and broker parameters the actors obey.
+//!
+//! The protocol itself (packets, codec, topics, trie) is the sans-IO crate `starling-proto`,
+//! re-exported as [`proto`].
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod msg;
+pub mod protocol;
+pub mod registry;
+pub mod session;
+pub mod topic;
+
+pub use starling_proto as proto;

@@ -1,0 +1,208 @@
+//! Every message that crosses between actors, in one file: the contract between them.
+//!
+//! Reading this file top to bottom tells who talks to whom:
+//! Connection -> Registry (`OpenSession`), Registry -> Session (`Attach`, `EndSession`),
+//! Connection -> Session (`Detach`, `SessionSubscribe`, `SessionUnsubscribe`),
+//! Connection -> TopicNode (`Route`), Session -> TopicNode (`AddSubscription`,
+//! `RemoveSubscription`), TopicNode -> Session (`Deliver`), Session -> Registry
+//! (`SessionEnded`), Session -> Connection (`Outbound`, `Kick`).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use starling_proto::{
+    Packet, Properties, Protocol, QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter,
+    TopicName, Unsubscribe,
+};
+
+use crate::connection::Connection;
+use crate::session::Session;
+
+/// Identifies one Session actor for its whole life (client ids can be reused by new sessions).
+pub type SessionId = u64;
+/// Identifies one network connection.
+pub type ConnId = u64;
+
+/// An application message as the broker routes it: stored once, shared by every subscriber.
+#[derive(Debug)]
+pub struct Message {
+    /// Topic the message was published to (aliases already resolved).
+    pub topic: TopicName,
+    /// Payload, shared, never copied per subscriber.
+    pub payload: Bytes,
+    /// QoS it was published with; each delivery uses min(this, the subscription's).
+    pub qos: QoS,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties to forward (topic alias and subscription ids stripped).
+    pub properties: Option<Box<Properties>>,
+    /// The publishing session, for the No Local option; `None` for broker-made messages.
+    pub origin: Option<SessionId>,
+}
+
+/// A connection as a Session sees it: where to send packets and how to speak to it.
+#[derive(Debug, Clone)]
+pub struct ClientLink {
+    /// The connection's id, so a Session can ignore news from a connection it no longer has.
+    pub conn_id: ConnId,
+    /// The Connection actor.
+    pub addr: Addr<Connection>,
+    /// The protocol the client speaks.
+    pub protocol: Protocol,
+}
+
+/// Connection -> Registry: find or create the session for a client id and attach to it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Attached, SessionUnavailable>")]
+pub struct OpenSession {
+    /// The client id (after any rewrite or assignment).
+    pub client_id: Arc<str>,
+    /// Clean Start / Clean Session.
+    pub clean_start: bool,
+    /// Session expiry after disconnect in seconds; `None` never expires.
+    pub expiry: Option<u32>,
+    /// The connection to attach.
+    pub link: ClientLink,
+    /// The arbiter a new Session is started on (the connection's own).
+    pub arbiter: ArbiterHandle,
+}
+
+/// The answer to `OpenSession` / `Attach`.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// The Session the connection now belongs to.
+    pub session: Addr<Session>,
+    /// Its id, carried by the connection's publishes for No Local.
+    pub session_id: SessionId,
+    /// CONNACK's Session Present.
+    pub session_present: bool,
+}
+
+/// The session could not be opened (its actor is gone); the client is told to retry.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the session actor for this client id is not available")]
+pub struct SessionUnavailable;
+
+/// Registry -> Session: a connection takes the session over.
+#[derive(Debug, Message)]
+#[rtype(result = "Attached")]
+pub struct Attach {
+    /// The new connection.
+    pub link: ClientLink,
+    /// Clean Start: discard any existing state first.
+    pub clean_start: bool,
+    /// Session expiry after this connection ends.
+    pub expiry: Option<u32>,
+    /// The registry's count of attaches, echoed in `SessionEnded` so that a session which
+    /// decided to end while a new attach was on its way is not removed under it.
+    pub generation: u64,
+}
+
+/// Connection -> Session: the connection is gone.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    /// Which connection ended (a session ignores a connection it no longer has).
+    pub conn_id: ConnId,
+}
+
+/// Connection -> Session: a SUBSCRIBE, answered with SUBACK through `Outbound`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SessionSubscribe {
+    /// The connection that sent it.
+    pub conn_id: ConnId,
+    /// The packet.
+    pub packet: Subscribe,
+}
+
+/// Connection -> Session: an UNSUBSCRIBE, answered with UNSUBACK through `Outbound`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SessionUnsubscribe {
+    /// The connection that sent it.
+    pub conn_id: ConnId,
+    /// The packet.
+    pub packet: Unsubscribe,
+}
+
+/// Session -> Registry: this session has ended (expired, or its clean connection closed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SessionEnded {
+    /// The client id it was registered under.
+    pub client_id: Arc<str>,
+    /// Which session (the id may have been reused since).
+    pub session_id: SessionId,
+    /// The last attach generation it saw.
+    pub generation: u64,
+}
+
+/// Registry -> Session: the registry has forgotten you; stop.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndSession;
+
+/// Connection -> TopicNode: route a published message to every matching subscriber.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Route(pub Arc<Message>);
+
+/// One subscription as a TopicNode keeps it.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The subscribing Session.
+    pub session: Addr<Session>,
+    /// Its options for this filter.
+    pub options: SubscriptionOptions,
+    /// MQTT 5 Subscription Identifier given with this filter.
+    pub subscription_id: Option<u32>,
+}
+
+/// Session -> TopicNode: add (or replace) a subscription.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AddSubscription {
+    /// The filter.
+    pub filter: TopicFilter,
+    /// The subscribing session.
+    pub session_id: SessionId,
+    /// How to reach it and what it asked for.
+    pub subscriber: Subscriber,
+}
+
+/// Session -> TopicNode: remove a subscription.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RemoveSubscription {
+    /// The filter.
+    pub filter: TopicFilter,
+    /// The subscribing session.
+    pub session_id: SessionId,
+}
+
+/// TopicNode -> Session: a message matched this session's subscriptions (once per session,
+/// however many of its filters matched).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The shared message.
+    pub msg: Arc<Message>,
+    /// Delivery QoS: min(message QoS, highest matching subscription QoS).
+    pub qos: QoS,
+    /// RETAIN flag to send (kept only with Retain As Published).
+    pub retain: bool,
+    /// Subscription Identifiers of the matching subscriptions.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// Session -> Connection: packets to write, in order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Outbound(pub Packet);
+
+/// Anyone -> Connection: close the connection, telling a v5 client why.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Kick(pub ReasonCode);

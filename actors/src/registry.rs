@@ -1,0 +1,121 @@
+//! The Registry actor: client id -> Session, and the one place that decides a session's life.
+//!
+//! Every CONNECT passes through here, so attaches for one client id are serialised: the Registry
+//! hands each `Attach` to the Session in the order the CONNECTs arrived, and the Session's
+//! mailbox keeps that order. Sessions ask to end (`SessionEnded`); the Registry removes them only
+//! when no attach is on its way to them, so a reconnect racing an expiry is never lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{debug, o, warn, Logger};
+
+use crate::msg::{Attach, Attached, EndSession, OpenSession, SessionEnded, SessionId, SessionUnavailable};
+use crate::session::Session;
+use crate::topic::Router;
+
+#[derive(Debug)]
+struct Entry {
+    id: SessionId,
+    addr: Addr<Session>,
+    /// Attaches sent to this session so far.
+    generation: u64,
+}
+
+/// The client id registry.
+#[derive(Debug)]
+pub struct Registry {
+    sessions: HashMap<Arc<str>, Entry>,
+    next_session_id: SessionId,
+    router: Router,
+    scan_interval: Duration,
+    log: Logger,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(router: Router, scan_interval: Duration, log: &Logger) -> Registry {
+        Registry {
+            sessions: HashMap::new(),
+            next_session_id: 1,
+            router,
+            scan_interval,
+            log: log.new(o!("actor" => "registry")),
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Connections `send` OpenSession and wait for the answer; a burst of CONNECTs queues
+        // here rather than parking each sender.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Handler<OpenSession> for Registry {
+    type Result = ResponseFuture<Result<Attached, SessionUnavailable>>;
+
+    fn handle(&mut self, msg: OpenSession, ctx: &mut Self::Context) -> Self::Result {
+        let entry = match self.sessions.get_mut(&msg.client_id) {
+            Some(entry) if entry.addr.connected() => entry,
+            _ => {
+                let id = self.next_session_id;
+                self.next_session_id += 1;
+                let registry = ctx.address();
+                let router = self.router.clone();
+                let scan = self.scan_interval;
+                let log = self.log.clone();
+                let client_id = Arc::clone(&msg.client_id);
+                let addr = Session::start_in_arbiter(&msg.arbiter, move |_| {
+                    Session::new(client_id, id, registry, router, scan, &log)
+                });
+                debug!(self.log, "session created"; "client_id" => &*msg.client_id, "session" => id);
+                self.sessions
+                    .entry(Arc::clone(&msg.client_id))
+                    .insert_entry(Entry {
+                        id,
+                        addr,
+                        generation: 0,
+                    })
+                    .into_mut()
+            }
+        };
+        entry.generation += 1;
+        // `send` enqueues now, in the order CONNECTs reached the registry.
+        let reply = entry.addr.send(Attach {
+            link: msg.link,
+            clean_start: msg.clean_start,
+            expiry: msg.expiry,
+            generation: entry.generation,
+        });
+        let log = self.log.clone();
+        Box::pin(async move {
+            reply.await.map_err(|e| {
+                warn!(log, "session actor unavailable"; "error" => %e);
+                SessionUnavailable
+            })
+        })
+    }
+}
+
+impl Handler<SessionEnded> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionEnded, _: &mut Self::Context) {
+        let Some(entry) = self.sessions.get(&msg.client_id) else {
+            return;
+        };
+        // A newer attach is on its way to that session: it lives on, afresh.
+        if entry.id != msg.session_id || entry.generation != msg.generation {
+            return;
+        }
+        if let Some(entry) = self.sessions.remove(&msg.client_id) {
+            entry.addr.do_send(EndSession);
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The `starling` daemon: command line -> settings -> logging -> `starling::run`.
+//!
+//! Exit codes: 0 after a graceful shutdown (or a valid `--check-config`), 1 when the broker
+//! cannot start (an address in use, ...), 2 when the settings are invalid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use slog::info;
+use starling::{logging, shutdown, Settings};
+
+/// An MQTT 3.1 / 3.1.1 / 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(name = "starling", version, about)]
+struct Cli {
+    /// A settings file layered over the built-in defaults; repeat to layer several, in order.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Vec<PathBuf>,
+    /// Validate the settings, print every problem, and exit (0 when valid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("starling: invalid settings:");
+            for problem in &e.problems {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!(
+            "starling: settings are valid ({} acceptor(s))",
+            settings.acceptors.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let logging = match logging::build(&settings.logging) {
+        Ok(logging) => logging,
+        Err(e) => {
+            eprintln!("starling: logging.file: cannot open the log file: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = logging.log.clone();
+    info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
+    let shutdown_log = log.clone();
+    let result = starling::run(settings, log.clone(), async move {
+        let signal = shutdown::signalled().await;
+        info!(shutdown_log, "signal received"; "signal" => signal);
+    });
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            slog::crit!(log, "cannot start"; "error" => %e);
+            eprintln!("starling: {e}");
+            ExitCode::from(1)
+        }
+    };
+    drop(log);
+    drop(logging);
+    code
+}

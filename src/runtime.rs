@@ -1,0 +1,171 @@
+//! The broker's threads: an actix System on its own thread, plus one worker Arbiter per core.
+//!
+//! The System thread binds the acceptors, starts the broker actors and runs the accept loops;
+//! connections live on the workers. `Server` is the handle the daemon and the tests hold: it
+//! knows the bound addresses and stops everything gracefully.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{info, o, Logger};
+use starling_actors::broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::listener::{accept_loop, Workers};
+use crate::settings::{Settings, SettingsError};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The settings are invalid.
+    #[error("invalid settings:\n{0}")]
+    Settings(#[from] SettingsError),
+    /// An acceptor could not listen.
+    #[error("acceptor {acceptor:?}: cannot listen on {address}: {source}")]
+    Bind {
+        /// The acceptor's name.
+        acceptor: String,
+        /// The address it tried.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread could not be started, or died during start-up.
+    #[error("broker thread: {0}")]
+    Thread(String),
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<(String, SocketAddr)>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Every acceptor's name and bound address, in settings order.
+    pub fn addresses(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The bound address of the named acceptor (port 0 in settings gives the real port here).
+    pub fn local_addr(&self, acceptor: &str) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(name, _)| name == acceptor)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Stops accepting, closes every connection (MQTT 5: DISCONNECT 0x8B), and waits for the
+    /// broker's threads to end.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Starts the broker on its own threads and returns once every acceptor is listening.
+pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
+    let acceptors = settings.acceptors()?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("starling-system".to_owned())
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            let workers: Vec<Arbiter> = (0..settings.worker_count()).map(|_| Arbiter::new()).collect();
+            let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
+            system.block_on(async move {
+                let mut bound = Vec::new();
+                for acceptor in acceptors {
+                    let address = acceptor.bind_address();
+                    match TcpListener::bind(&address).await {
+                        Ok(listener) => bound.push((acceptor, listener)),
+                        Err(source) => {
+                            let _ = ready_tx.send(Err(StartError::Bind {
+                                acceptor: acceptor.name,
+                                address,
+                                source,
+                            }));
+                            return;
+                        }
+                    }
+                }
+                let broker = Broker::start(&settings.broker_config(), &handles, &log);
+                let worker_pool = Arc::new(Workers::new(handles.clone()));
+                let mut addrs = Vec::new();
+                let mut tasks = Vec::new();
+                for (acceptor, listener) in bound {
+                    let addr = match listener.local_addr() {
+                        Ok(addr) => addr,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(StartError::Thread(e.to_string())));
+                            return;
+                        }
+                    };
+                    info!(log, "listening"; "acceptor" => &acceptor.name, "address" => %addr);
+                    addrs.push((acceptor.name.clone(), addr));
+                    let log = log.new(o!("acceptor" => acceptor.name.clone()));
+                    tasks.push(actix_rt::spawn(accept_loop(
+                        listener,
+                        Arc::new(acceptor.mqtt),
+                        Arc::clone(&worker_pool),
+                        broker.handle(),
+                        log,
+                    )));
+                }
+                if ready_tx.send(Ok(addrs)).is_err() {
+                    return;
+                }
+                let _ = stop_rx.await;
+                for task in &tasks {
+                    task.abort();
+                }
+                info!(log, "shutting down: no longer accepting, closing connections");
+                broker
+                    .shutdown(Duration::from_millis(settings.core.shutdown_grace))
+                    .await;
+                info!(log, "broker stopped");
+            });
+            for worker in workers {
+                worker.stop();
+                let _ = worker.join();
+            }
+        })
+        .map_err(|e| StartError::Thread(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(addrs)) => Ok(Server {
+            addrs,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError::Thread("the broker thread ended during start-up".to_owned()))
+        }
+    }
+}

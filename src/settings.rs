@@ -1,0 +1,273 @@
+//! Settings: one typed tree, layered and validated at start-up.
+//!
+//! Layers, later ones winning: the built-in defaults (`settings/default.toml`, compiled in) ->
+//! each `-c FILE` in order -> `STARLING__SECTION__KEY` environment variables. A file that sets
+//! `acceptors` replaces the whole default list. Every error names the key and the file (or the
+//! environment) it came from; an unknown key is an error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+use starling_actors::config::BrokerConfig;
+
+use crate::acceptor::{self, Acceptor};
+
+/// The built-in defaults: the same text as `settings/default.toml`.
+pub const DEFAULT_SETTINGS: &str = include_str!("../settings/default.toml");
+const DEFAULT_ORIGIN: &str = "built-in defaults";
+
+/// The whole settings tree.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[core]`.
+    pub core: CoreSettings,
+    /// `[logging]`.
+    pub logging: LoggingSettings,
+    /// `[[acceptors]]`.
+    pub acceptors: Vec<AcceptorSettings>,
+}
+
+/// `[core]`: broker-wide behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreSettings {
+    /// Milliseconds between session expiry scans.
+    pub mqtt_session_scan_interval: u64,
+    /// Worker arbiters; 0 = one per core.
+    pub workers: usize,
+    /// TopicNode shards; 0 = one per worker.
+    pub topic_shards: usize,
+    /// Milliseconds a connection may take to send CONNECT.
+    pub connect_timeout: u64,
+    /// Outbound bytes buffered per connection before QoS 0 deliveries are dropped.
+    pub max_outbound_bytes: usize,
+    /// Milliseconds connections get to close on shutdown.
+    pub shutdown_grace: u64,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// The level of every logger without its own.
+    pub level: LogLevel,
+    /// Output format.
+    pub format: LogFormat,
+    /// Log file; standard error when absent.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Per-logger levels, by module name (`protocol`, `connection`, ...).
+    #[serde(default)]
+    pub levels: BTreeMap<String, LogLevel>,
+}
+
+/// A log level name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Every packet (on the `protocol` logger) and more.
+    Trace,
+    /// Connection life, session decisions.
+    Debug,
+    /// Start-up, listening addresses, clients connecting.
+    Info,
+    /// Something is wrong but the broker goes on.
+    #[serde(alias = "warn")]
+    Warning,
+    /// A request failed.
+    Error,
+    /// The broker cannot go on.
+    Critical,
+    /// Nothing.
+    Off,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Term,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One `[[acceptors]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptorSettings {
+    /// A name for logs and errors.
+    pub name: String,
+    /// The Artemis-style URL.
+    pub url: String,
+}
+
+/// Settings that failed to load: every problem found, each naming its key and origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+fn file_source(path: &Path) -> File<config::FileSourceFile, FileFormat> {
+    File::from(path).format(FileFormat::Toml).required(true)
+}
+
+fn defaults() -> File<config::FileSourceString, FileFormat> {
+    File::from_str(DEFAULT_SETTINGS, FileFormat::Toml)
+}
+
+impl Settings {
+    /// Loads the layers: defaults, then `files` in order, then environment variables.
+    pub fn load(files: &[PathBuf]) -> Result<Settings, SettingsError> {
+        Self::load_with_env(files, Some(Environment::with_prefix("STARLING")))
+    }
+
+    /// Like `load`, with the environment layer given (tests pass `None` or their own).
+    pub fn load_with_env(
+        files: &[PathBuf],
+        env: Option<Environment>,
+    ) -> Result<Settings, SettingsError> {
+        let mut problems = Vec::new();
+        // Each file alone over the defaults first, so an error names the file it is in.
+        for file in files {
+            let layered = Config::builder()
+                .add_source(defaults())
+                .add_source(file_source(file))
+                .build()
+                .and_then(|c| c.try_deserialize::<Settings>());
+            if let Err(e) = layered {
+                problems.push(format!("{}: {}", file.display(), describe(&e)));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(SettingsError { problems });
+        }
+
+        let mut builder = Config::builder().add_source(defaults());
+        for file in files {
+            builder = builder.add_source(file_source(file));
+        }
+        if let Some(env) = env {
+            builder = builder.add_source(env.separator("__").try_parsing(true));
+        }
+        let merged = builder.build().map_err(|e| SettingsError {
+            problems: vec![describe(&e)],
+        })?;
+        let settings: Settings = merged.clone().try_deserialize().map_err(|e| SettingsError {
+            problems: vec![format!("{}", describe(&e))],
+        })?;
+        let origin = merged
+            .get::<config::Value>("acceptors")
+            .ok()
+            .and_then(|v| v.origin().map(str::to_owned))
+            .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned());
+        settings.validate(&origin)?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot: ranges, acceptor URLs, unique names.
+    fn validate(&self, acceptors_origin: &str) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        if self.core.mqtt_session_scan_interval == 0 {
+            problems.push("core.mqtt_session_scan_interval: must be at least 1 (milliseconds)".to_owned());
+        }
+        if self.core.connect_timeout == 0 {
+            problems.push("core.connect_timeout: must be at least 1 (milliseconds)".to_owned());
+        }
+        if self.core.max_outbound_bytes < 1024 {
+            problems.push("core.max_outbound_bytes: must be at least 1024".to_owned());
+        }
+        if self.acceptors.is_empty() {
+            problems.push(format!("acceptors (in {acceptors_origin}): at least one acceptor is needed"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, a) in self.acceptors.iter().enumerate() {
+            if !names.insert(a.name.as_str()) {
+                problems.push(format!(
+                    "acceptors[{i}].name (in {acceptors_origin}): {:?} is used by another acceptor",
+                    a.name
+                ));
+            }
+            if let Err(errors) = acceptor::parse(&a.name, &a.url, &self.base_mqtt()) {
+                for e in errors {
+                    problems.push(format!(
+                        "acceptors[{i}] {:?} (in {acceptors_origin}): {e}",
+                        a.name
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError { problems })
+        }
+    }
+
+    fn base_mqtt(&self) -> starling_actors::config::MqttConfig {
+        acceptor::base_config(self.core.connect_timeout, self.core.max_outbound_bytes)
+    }
+
+    /// The acceptors, parsed (validated by `load`).
+    pub fn acceptors(&self) -> Result<Vec<Acceptor>, SettingsError> {
+        let base = self.base_mqtt();
+        self.acceptors
+            .iter()
+            .map(|a| {
+                acceptor::parse(&a.name, &a.url, &base).map_err(|problems| SettingsError {
+                    problems: problems
+                        .into_iter()
+                        .map(|p| format!("acceptor {:?}: {p}", a.name))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Worker arbiters to start.
+    pub fn worker_count(&self) -> usize {
+        match self.core.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// The broker-wide parameters the actors need.
+    pub fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig {
+            session_scan_interval: std::time::Duration::from_millis(
+                self.core.mqtt_session_scan_interval,
+            ),
+            topic_shards: match self.core.topic_shards {
+                0 => self.worker_count(),
+                n => n,
+            },
+        }
+    }
+}
+
+/// A config error as one line that names the key and origin where the crate knows them.
+fn describe(e: &config::ConfigError) -> String {
+    e.to_string()
+}

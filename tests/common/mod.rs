@@ -1,0 +1,149 @@
+//! Test harness: a real Starling broker on 127.0.0.1 port 0, in-process, and clients for it.
+//!
+//! `TestBroker::start(params, extra)` layers a settings file over the built-in defaults with one
+//! acceptor named `test` (its URL parameters given) plus any extra TOML. Set `STARLING_TEST_LOG`
+//! (e.g. `trace`) to see the broker's logs while debugging a test.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod raw;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use slog::{o, Logger};
+use starling::settings::Settings;
+use starling::Server;
+
+/// Every wait in the tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A running broker, stopped when dropped.
+pub struct TestBroker {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    _settings_file: tempfile::NamedTempFile,
+}
+
+impl TestBroker {
+    /// A broker with the default acceptor parameters.
+    pub fn default_broker() -> TestBroker {
+        TestBroker::start("", "")
+    }
+
+    /// A broker whose `test` acceptor has `params` (e.g. `;receiveMaximum=2`) appended to its
+    /// URL, with `extra` TOML layered too.
+    pub fn start(params: &str, extra: &str) -> TestBroker {
+        let toml = format!(
+            "[core]\nworkers = 2\nmqtt_session_scan_interval = 200\n{extra}\n\n\
+             [[acceptors]]\nname = \"test\"\nurl = \"tcp://127.0.0.1:0?protocols=MQTT{params}\"\n"
+        );
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp settings file");
+        file.write_all(toml.as_bytes()).expect("write settings");
+        let settings = Settings::load_with_env(&[file.path().to_path_buf()], None)
+            .unwrap_or_else(|e| panic!("test settings invalid: {e}\n{toml}"));
+        let server = starling::start(settings, test_logger()).expect("broker starts");
+        let addr = server.local_addr("test").expect("test acceptor bound");
+        TestBroker {
+            server: Some(server),
+            addr,
+            _settings_file: file,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Stops the broker gracefully (blocking until its threads are gone).
+    pub fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn test_logger() -> Logger {
+    match std::env::var("STARLING_TEST_LOG") {
+        Ok(level) => {
+            let toml = format!("[logging]\nlevel = \"{level}\"\n");
+            let mut file = tempfile::NamedTempFile::new().expect("temp file");
+            file.write_all(toml.as_bytes()).expect("write");
+            let settings = Settings::load_with_env(&[file.path().to_path_buf()], None)
+                .expect("log settings");
+            let logging = starling::logging::build(&settings.logging).expect("logger");
+            // Leaked on purpose: the guard must outlive every broker thread of the test.
+            let log = logging.log.clone();
+            std::mem::forget(logging);
+            log
+        }
+        Err(_) => Logger::root(slog::Discard, o!()),
+    }
+}
+
+/// rumqttc v4 (MQTT 3.1.1) client options for the broker.
+pub fn v4_options(broker: &TestBroker, client_id: &str) -> rumqttc::MqttOptions {
+    let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+/// rumqttc v5 client options for the broker.
+pub fn v5_options(broker: &TestBroker, client_id: &str) -> rumqttc::v5::MqttOptions {
+    let mut options = rumqttc::v5::MqttOptions::new(client_id, "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+/// Polls a v4 event loop until `pick` returns Some, within `WAIT`.
+pub async fn v4_until<T>(
+    eventloop: &mut rumqttc::EventLoop,
+    mut pick: impl FnMut(&rumqttc::Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = eventloop.poll().await.expect("v4 connection error");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a v4 event")
+}
+
+/// Polls a v5 event loop until `pick` returns Some, within `WAIT`.
+pub async fn v5_until<T>(
+    eventloop: &mut rumqttc::v5::EventLoop,
+    mut pick: impl FnMut(&rumqttc::v5::Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = eventloop.poll().await.expect("v5 connection error");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a v5 event")
+}
+
+/// Drives a v4 event loop in the background (so its client can publish) until the test ends.
+pub fn v4_drive(mut eventloop: rumqttc::EventLoop) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} })
+}
+
+/// Drives a v5 event loop in the background until the test ends.
+pub fn v5_drive(mut eventloop: rumqttc::v5::EventLoop) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} })
+}
