@@ -58,7 +58,10 @@ pub fn parse(name: &str, url: &str, base: &MqttConfig) -> Result<Acceptor, Vec<S
         let result = match key {
             "protocols" => {
                 saw_protocols = true;
-                if value.split(',').any(|p| p.trim().eq_ignore_ascii_case("MQTT")) {
+                if value
+                    .split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("MQTT"))
+                {
                     Ok(())
                 } else {
                     Err(format!("must include MQTT (got {value:?})"))
@@ -72,12 +75,11 @@ pub fn parse(name: &str, url: &str, base: &MqttConfig) -> Result<Acceptor, Vec<S
                 .map(|v| mqtt.maximum_packet_size = v.map(|v| v as u32)),
             "serverKeepAlive" => parse_limit(value, 0, 65535, true)
                 .map(|v| mqtt.server_keep_alive = v.map(|v| v as u16)),
-            "defaultMqttSessionExpiryInterval" => {
-                parse_limit(value, 0, i64::from(u32::MAX), true)
-                    .map(|v| mqtt.default_session_expiry = v.map(|v| v as u32))
+            "defaultMqttSessionExpiryInterval" => parse_limit(value, 0, i64::from(u32::MAX), true)
+                .map(|v| mqtt.default_session_expiry = v.map(|v| v as u32)),
+            "closeMqttConnectionOnPublishAuthorizationFailure" => {
+                parse_bool(value).map(|v| mqtt.close_on_publish_auth_failure = v)
             }
-            "closeMqttConnectionOnPublishAuthorizationFailure" => parse_bool(value)
-                .map(|v| mqtt.close_on_publish_auth_failure = v),
             "sslEnabled" | "keyStorePath" | "keyStorePassword" | "needClientAuth"
             | "trustStorePath" | "trustStorePassword" => {
                 Err("TLS acceptors are not supported by this version of Starling yet".to_owned())
@@ -191,9 +193,11 @@ mod tests {
 
     #[test]
     fn every_parameter_is_read() {
-        let a = ok("tcp://0.0.0.0:1883?protocols=CORE,MQTT;receiveMaximum=10;topicAliasMaximum=0;\
+        let a = ok(
+            "tcp://0.0.0.0:1883?protocols=CORE,MQTT;receiveMaximum=10;topicAliasMaximum=0;\
                     maximumPacketSize=-1;serverKeepAlive=-1;defaultMqttSessionExpiryInterval=30;\
-                    closeMqttConnectionOnPublishAuthorizationFailure=false");
+                    closeMqttConnectionOnPublishAuthorizationFailure=false",
+        );
         assert_eq!(a.mqtt.receive_maximum, Some(10));
         assert_eq!(a.mqtt.topic_alias_maximum, Some(0));
         assert_eq!(a.mqtt.maximum_packet_size, None);
@@ -211,15 +215,20 @@ mod tests {
 
     #[test]
     fn prohibited_zeroes_are_errors_naming_the_parameter() {
-        assert!(err("tcp://h:1?protocols=MQTT;receiveMaximum=0").starts_with("receiveMaximum: 0 is prohibited"));
-        assert!(err("tcp://h:1?protocols=MQTT;maximumPacketSize=0").starts_with("maximumPacketSize: 0 is prohibited"));
+        assert!(err("tcp://h:1?protocols=MQTT;receiveMaximum=0")
+            .starts_with("receiveMaximum: 0 is prohibited"));
+        assert!(err("tcp://h:1?protocols=MQTT;maximumPacketSize=0")
+            .starts_with("maximumPacketSize: 0 is prohibited"));
     }
 
     #[test]
     fn bad_values_and_unknown_parameters_are_errors() {
-        assert!(err("tcp://h:1?protocols=MQTT;receiveMaximum=70000").contains("receiveMaximum: 70000 is out of range"));
+        assert!(err("tcp://h:1?protocols=MQTT;receiveMaximum=70000")
+            .contains("receiveMaximum: 70000 is out of range"));
         assert!(err("tcp://h:1?protocols=MQTT;serverKeepAlive=x").contains("serverKeepAlive:"));
-        assert!(err("tcp://h:1?protocols=MQTT;bogus=1").contains("bogus: unknown acceptor parameter"));
+        assert!(
+            err("tcp://h:1?protocols=MQTT;bogus=1").contains("bogus: unknown acceptor parameter")
+        );
         assert!(err("tcp://h:1?protocols=AMQP").contains("protocols: must include MQTT"));
         assert!(err("tcp://h:1").contains("protocols: missing"));
         assert!(err("udp://h:1?protocols=MQTT").contains("must start with tcp://"));

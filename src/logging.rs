@@ -42,7 +42,7 @@ impl LevelTable {
             .iter()
             .map(|(name, level)| (name.clone(), to_slog(*level)))
             .collect();
-        overrides.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        overrides.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
         LevelTable {
             default: to_slog(settings.level),
             overrides,
@@ -61,8 +61,7 @@ impl LevelTable {
             .iter()
             .find(|(prefix, _)| {
                 name == prefix
-                    || (name.starts_with(prefix.as_str())
-                        && name[prefix.len()..].starts_with("::"))
+                    || (name.starts_with(prefix.as_str()) && name[prefix.len()..].starts_with("::"))
             })
             .map_or(self.default, |(_, level)| *level);
         limit.is_some_and(|limit| level.is_at_least(limit))
@@ -189,7 +188,10 @@ mod tests {
     fn the_longest_logger_name_wins_and_names_match_whole_segments() {
         let t = table(
             LogLevel::Info,
-            &[("connection", LogLevel::Debug), ("connection::io", LogLevel::Error)],
+            &[
+                ("connection", LogLevel::Debug),
+                ("connection::io", LogLevel::Error),
+            ],
         );
         assert!(t.enabled("starling_actors::connection", Level::Debug));
         assert!(t.enabled("starling_actors::connection::connect", Level::Debug));

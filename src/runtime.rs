@@ -93,7 +93,9 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
         .name("starling-system".to_owned())
         .spawn(move || {
             let system = actix_rt::System::new();
-            let workers: Vec<Arbiter> = (0..settings.worker_count()).map(|_| Arbiter::new()).collect();
+            let workers: Vec<Arbiter> = (0..settings.worker_count())
+                .map(|_| Arbiter::new())
+                .collect();
             let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
             system.block_on(async move {
                 let mut bound = Vec::new();
@@ -141,7 +143,10 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
                 for task in &tasks {
                     task.abort();
                 }
-                info!(log, "shutting down: no longer accepting, closing connections");
+                info!(
+                    log,
+                    "shutting down: no longer accepting, closing connections"
+                );
                 broker
                     .shutdown(Duration::from_millis(settings.core.shutdown_grace))
                     .await;
@@ -165,7 +170,9 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
         }
         Err(_) => {
             let _ = thread.join();
-            Err(StartError::Thread("the broker thread ended during start-up".to_owned()))
+            Err(StartError::Thread(
+                "the broker thread ended during start-up".to_owned(),
+            ))
         }
     }
 }

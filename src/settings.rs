@@ -67,7 +67,7 @@ pub struct LoggingSettings {
 
 /// A log level name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogLevel {
     /// Every packet (on the `protocol` logger) and more.
     Trace,
@@ -84,6 +84,25 @@ pub enum LogLevel {
     Critical,
     /// Nothing.
     Off,
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<LogLevel, String> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warning" | "warn" => LogLevel::Warning,
+            "error" => LogLevel::Error,
+            "critical" => LogLevel::Critical,
+            "off" => LogLevel::Off,
+            _ => return Err(format!(
+                "unknown log level {name:?} (trace, debug, info, warning, error, critical or off)"
+            )),
+        })
+    }
 }
 
 /// Log output format.
@@ -155,7 +174,7 @@ impl Settings {
                 .build()
                 .and_then(|c| c.try_deserialize::<Settings>());
             if let Err(e) = layered {
-                problems.push(format!("{}: {}", file.display(), describe(&e)));
+                problems.push(format!("{}: {}", file.display(), e));
             }
         }
         if !problems.is_empty() {
@@ -170,17 +189,15 @@ impl Settings {
             builder = builder.add_source(env.separator("__").try_parsing(true));
         }
         let merged = builder.build().map_err(|e| SettingsError {
-            problems: vec![describe(&e)],
+            problems: vec![e.to_string()],
         })?;
-        let settings: Settings = merged.clone().try_deserialize().map_err(|e| SettingsError {
-            problems: vec![format!("{}", describe(&e))],
-        })?;
-        let origin = merged
-            .get::<config::Value>("acceptors")
-            .ok()
-            .and_then(|v| v.origin().map(str::to_owned))
-            .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned());
-        settings.validate(&origin)?;
+        let settings: Settings = merged
+            .clone()
+            .try_deserialize()
+            .map_err(|e| SettingsError {
+                problems: vec![e.to_string()],
+            })?;
+        settings.validate(&acceptors_origin(files))?;
         Ok(settings)
     }
 
@@ -188,7 +205,9 @@ impl Settings {
     fn validate(&self, acceptors_origin: &str) -> Result<(), SettingsError> {
         let mut problems = Vec::new();
         if self.core.mqtt_session_scan_interval == 0 {
-            problems.push("core.mqtt_session_scan_interval: must be at least 1 (milliseconds)".to_owned());
+            problems.push(
+                "core.mqtt_session_scan_interval: must be at least 1 (milliseconds)".to_owned(),
+            );
         }
         if self.core.connect_timeout == 0 {
             problems.push("core.connect_timeout: must be at least 1 (milliseconds)".to_owned());
@@ -197,7 +216,9 @@ impl Settings {
             problems.push("core.max_outbound_bytes: must be at least 1024".to_owned());
         }
         if self.acceptors.is_empty() {
-            problems.push(format!("acceptors (in {acceptors_origin}): at least one acceptor is needed"));
+            problems.push(format!(
+                "acceptors (in {acceptors_origin}): at least one acceptor is needed"
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.acceptors.iter().enumerate() {
@@ -267,7 +288,17 @@ impl Settings {
     }
 }
 
-/// A config error as one line that names the key and origin where the crate knows them.
-fn describe(e: &config::ConfigError) -> String {
-    e.to_string()
+/// Which layer the acceptor list comes from: the last file that sets `acceptors` (a file
+/// replaces the list, it never appends), else the built-in defaults.
+fn acceptors_origin(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .rev()
+        .find(|file| {
+            std::fs::read_to_string(file)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .is_some_and(|table| table.contains_key("acceptors"))
+        })
+        .map_or_else(|| DEFAULT_ORIGIN.to_owned(), |f| f.display().to_string())
 }

@@ -7,9 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::raw::{connect_packet, Raw};
 use common::*;
-use starling_proto::{
-    Connect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, TopicName,
-};
+use starling_proto::{Connect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, TopicName};
 
 fn connect_with(protocol: Protocol, client_id: &str, f: impl FnOnce(&mut Connect)) -> Packet {
     let Packet::Connect(mut c) = connect_packet(protocol, client_id) else {
@@ -176,7 +174,9 @@ async fn a_second_connection_with_the_same_client_id_takes_over() {
     let broker = TestBroker::default_broker();
     let (mut first, _) = Raw::connected(broker.addr, Protocol::V5, "twin").await;
     let (mut second, _) = Raw::connected(broker.addr, Protocol::V5, "twin").await;
-    first.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    first
+        .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER)
+        .await;
     second.send_packet(&Packet::PingReq).await;
     assert_eq!(second.recv().await, Some(Packet::PingResp));
 

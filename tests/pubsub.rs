@@ -121,14 +121,19 @@ async fn a_message_fans_out_to_every_matching_subscriber() {
     let mut subs = Vec::new();
     for (i, filter) in ["a/b", "a/+", "a/#", "#", "+/b"].iter().enumerate() {
         let (mut raw, _) = Raw::connected(broker.addr, Protocol::V311, &format!("s{i}")).await;
-        assert_eq!(raw.subscribe(filter, QoS::AtMostOnce).await, vec![ReasonCode::GRANTED_QOS_0]);
+        assert_eq!(
+            raw.subscribe(filter, QoS::AtMostOnce).await,
+            vec![ReasonCode::GRANTED_QOS_0]
+        );
         subs.push(raw);
     }
     let (mut other, _) = Raw::connected(broker.addr, Protocol::V311, "other").await;
     other.subscribe("a/c", QoS::AtMostOnce).await;
 
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "p").await;
-    publisher.send_packet(&publish("a/b", QoS::AtMostOnce, None, b"x")).await;
+    publisher
+        .send_packet(&publish("a/b", QoS::AtMostOnce, None, b"x"))
+        .await;
     for sub in &mut subs {
         expect_publish(sub, "a/b", b"x").await;
     }
@@ -148,7 +153,9 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
     explicit.subscribe("$app/#", QoS::AtMostOnce).await;
 
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "p").await;
-    publisher.send_packet(&publish("$app/x", QoS::AtMostOnce, None, b"d")).await;
+    publisher
+        .send_packet(&publish("$app/x", QoS::AtMostOnce, None, b"d"))
+        .await;
     expect_publish(&mut explicit, "$app/x", b"d").await;
     hash.expect_silence(300).await;
     plus.expect_silence(100).await;
@@ -161,7 +168,9 @@ async fn unsubscribe_stops_delivery() {
     let (mut sub, _) = Raw::connected(broker.addr, Protocol::V5, "sub").await;
     sub.subscribe("t/#", QoS::AtMostOnce).await;
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
-    publisher.send_packet(&publish("t/1", QoS::AtMostOnce, None, b"1")).await;
+    publisher
+        .send_packet(&publish("t/1", QoS::AtMostOnce, None, b"1"))
+        .await;
     expect_publish(&mut sub, "t/1", b"1").await;
 
     sub.send_packet(&Packet::Unsubscribe(Unsubscribe {
@@ -177,7 +186,9 @@ async fn unsubscribe_stops_delivery() {
         }
         other => panic!("expected UNSUBACK, got {other:?}"),
     }
-    publisher.send_packet(&publish("t/2", QoS::AtMostOnce, None, b"2")).await;
+    publisher
+        .send_packet(&publish("t/2", QoS::AtMostOnce, None, b"2"))
+        .await;
     sub.expect_silence(300).await;
 }
 
@@ -209,14 +220,29 @@ async fn qos1_and_qos2_publishes_are_acknowledged_and_routed() {
     sub.subscribe("q/#", QoS::AtMostOnce).await;
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "pub").await;
 
-    publisher.send_packet(&publish("q/1", QoS::AtLeastOnce, Some(10), b"one")).await;
-    assert_eq!(publisher.recv().await, Some(Packet::PubAck(PubResponse::success(pid(10)))));
+    publisher
+        .send_packet(&publish("q/1", QoS::AtLeastOnce, Some(10), b"one"))
+        .await;
+    assert_eq!(
+        publisher.recv().await,
+        Some(Packet::PubAck(PubResponse::success(pid(10))))
+    );
     expect_publish(&mut sub, "q/1", b"one").await;
 
-    publisher.send_packet(&publish("q/2", QoS::ExactlyOnce, Some(11), b"two")).await;
-    assert_eq!(publisher.recv().await, Some(Packet::PubRec(PubResponse::success(pid(11)))));
-    publisher.send_packet(&Packet::PubRel(PubResponse::success(pid(11)))).await;
-    assert_eq!(publisher.recv().await, Some(Packet::PubComp(PubResponse::success(pid(11)))));
+    publisher
+        .send_packet(&publish("q/2", QoS::ExactlyOnce, Some(11), b"two"))
+        .await;
+    assert_eq!(
+        publisher.recv().await,
+        Some(Packet::PubRec(PubResponse::success(pid(11))))
+    );
+    publisher
+        .send_packet(&Packet::PubRel(PubResponse::success(pid(11))))
+        .await;
+    assert_eq!(
+        publisher.recv().await,
+        Some(Packet::PubComp(PubResponse::success(pid(11))))
+    );
     expect_publish(&mut sub, "q/2", b"two").await;
 }
 
@@ -256,9 +282,9 @@ async fn pingreq_gets_pingresp() {
 async fn disconnect_closes_the_connection() {
     let broker = TestBroker::default_broker();
     let (mut raw, _) = Raw::connected(broker.addr, Protocol::V5, "bye").await;
-    raw.send_packet(&Packet::Disconnect(starling_proto::Disconnect::with_reason(
-        ReasonCode::NORMAL_DISCONNECTION,
-    )))
+    raw.send_packet(&Packet::Disconnect(
+        starling_proto::Disconnect::with_reason(ReasonCode::NORMAL_DISCONNECTION),
+    ))
     .await;
     raw.expect_closed().await;
 }

@@ -88,8 +88,7 @@ impl Broker {
             })
             .collect();
         let router = Router::new(shards);
-        let registry =
-            Registry::new(router.clone(), config.session_scan_interval, log).start();
+        let registry = Registry::new(router.clone(), config.session_scan_interval, log).start();
         let (shutdown, shutdown_rx) = watch::channel(false);
         info!(log, "broker actors started"; "topic_shards" => shard_count, "workers" => workers.len());
         Broker {

@@ -102,7 +102,13 @@ impl fmt::Display for Fields<'_> {
                 Props(&c.properties)
             ),
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-                write!(f, "packet_id={} reason={}{}", r.packet_id, r.reason, Props(&r.properties))
+                write!(
+                    f,
+                    "packet_id={} reason={}{}",
+                    r.packet_id,
+                    r.reason,
+                    Props(&r.properties)
+                )
             }
             Packet::Subscribe(s) => {
                 write!(f, "packet_id={} filters=[", s.packet_id)?;
@@ -117,7 +123,13 @@ impl fmt::Display for Fields<'_> {
                 write!(f, "]{}", Props(&s.properties))
             }
             Packet::SubAck(s) => {
-                write!(f, "packet_id={} reasons={:?}{}", s.packet_id, s.reasons, Props(&s.properties))
+                write!(
+                    f,
+                    "packet_id={} reasons={:?}{}",
+                    s.packet_id,
+                    s.reasons,
+                    Props(&s.properties)
+                )
             }
             Packet::Unsubscribe(u) => {
                 write!(f, "packet_id={} filters=[", u.packet_id)?;
@@ -127,7 +139,13 @@ impl fmt::Display for Fields<'_> {
                 write!(f, "]{}", Props(&u.properties))
             }
             Packet::UnsubAck(u) => {
-                write!(f, "packet_id={} reasons={:?}{}", u.packet_id, u.reasons, Props(&u.properties))
+                write!(
+                    f,
+                    "packet_id={} reasons={:?}{}",
+                    u.packet_id,
+                    u.reasons,
+                    Props(&u.properties)
+                )
             }
             Packet::PingReq | Packet::PingResp => Ok(()),
             Packet::Disconnect(d) => write!(f, "reason={}{}", d.reason, Props(&d.properties)),

@@ -12,7 +12,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use slog::{debug, o, warn, Logger};
 
-use crate::msg::{Attach, Attached, EndSession, OpenSession, SessionEnded, SessionId, SessionUnavailable};
+use crate::msg::{
+    Attach, Attached, EndSession, OpenSession, SessionEnded, SessionId, SessionUnavailable,
+};
 use crate::session::Session;
 use crate::topic::Router;
 

@@ -57,11 +57,7 @@ impl Router {
         &'a self,
         filter: &TopicFilter,
     ) -> Box<dyn Iterator<Item = &'a Addr<TopicNode>> + 'a> {
-        let first = filter
-            .matching_filter()
-            .split('/')
-            .next()
-            .unwrap_or("");
+        let first = filter.matching_filter().split('/').next().unwrap_or("");
         if first == "+" || first == "#" {
             Box::new(self.shards.iter())
         } else {
@@ -128,11 +124,8 @@ impl Handler<AddSubscription> for TopicNode {
     type Result = ();
 
     fn handle(&mut self, msg: AddSubscription, _: &mut Self::Context) {
-        self.trie.insert(
-            msg.filter.matching_filter(),
-            msg.session_id,
-            msg.subscriber,
-        );
+        self.trie
+            .insert(msg.filter.matching_filter(), msg.session_id, msg.subscriber);
     }
 }
 
@@ -150,32 +143,33 @@ impl Handler<Route> for TopicNode {
 
     fn handle(&mut self, Route(msg): Route, _: &mut Self::Context) {
         let pending = &mut self.pending;
-        self.trie.for_each_match(msg.topic.as_str(), |session_id, sub| {
-            if sub.options.no_local && msg.origin == Some(*session_id) {
-                return;
-            }
-            let qos = msg.qos.min(sub.options.qos);
-            // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]: a live message keeps RETAIN only when the
-            // subscription asked for Retain As Published.
-            let retain = msg.retain && sub.options.retain_as_published;
-            match pending.entry(*session_id) {
-                Entry::Occupied(mut e) => {
-                    let (_, d) = e.get_mut();
-                    d.qos = d.qos.max(qos);
-                    d.retain |= retain;
-                    d.subscription_ids.extend(sub.subscription_id);
+        self.trie
+            .for_each_match(msg.topic.as_str(), |session_id, sub| {
+                if sub.options.no_local && msg.origin == Some(*session_id) {
+                    return;
                 }
-                Entry::Vacant(e) => {
-                    let deliver = Deliver {
-                        msg: Arc::clone(&msg),
-                        qos,
-                        retain,
-                        subscription_ids: sub.subscription_id.into_iter().collect(),
-                    };
-                    e.insert((sub.session.clone(), deliver));
+                let qos = msg.qos.min(sub.options.qos);
+                // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]: a live message keeps RETAIN only when the
+                // subscription asked for Retain As Published.
+                let retain = msg.retain && sub.options.retain_as_published;
+                match pending.entry(*session_id) {
+                    Entry::Occupied(mut e) => {
+                        let (_, d) = e.get_mut();
+                        d.qos = d.qos.max(qos);
+                        d.retain |= retain;
+                        d.subscription_ids.extend(sub.subscription_id);
+                    }
+                    Entry::Vacant(e) => {
+                        let deliver = Deliver {
+                            msg: Arc::clone(&msg),
+                            qos,
+                            retain,
+                            subscription_ids: sub.subscription_id.into_iter().collect(),
+                        };
+                        e.insert((sub.session.clone(), deliver));
+                    }
                 }
-            }
-        });
+            });
         for (_, (session, deliver)) in pending.drain() {
             session.do_send(deliver);
         }

@@ -78,8 +78,8 @@ fn test_logger() -> Logger {
             let toml = format!("[logging]\nlevel = \"{level}\"\n");
             let mut file = tempfile::NamedTempFile::new().expect("temp file");
             file.write_all(toml.as_bytes()).expect("write");
-            let settings = Settings::load_with_env(&[file.path().to_path_buf()], None)
-                .expect("log settings");
+            let settings =
+                Settings::load_with_env(&[file.path().to_path_buf()], None).expect("log settings");
             let logging = starling::logging::build(&settings.logging).expect("logger");
             // Leaked on purpose: the guard must outlive every broker thread of the test.
             let log = logging.log.clone();

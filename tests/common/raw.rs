@@ -57,7 +57,11 @@ impl Raw {
     }
 
     /// Opens a connection and completes CONNECT/CONNACK successfully.
-    pub async fn connected(addr: SocketAddr, protocol: Protocol, client_id: &str) -> (Raw, ConnAck) {
+    pub async fn connected(
+        addr: SocketAddr,
+        protocol: Protocol,
+        client_id: &str,
+    ) -> (Raw, ConnAck) {
         let mut raw = Raw::open(addr, protocol).await;
         raw.send_packet(&connect_packet(protocol, client_id)).await;
         match raw.recv().await {

@@ -167,10 +167,8 @@ pub const PUBACK_CODES: &[ReasonCode] = &[
 ];
 
 /// Reason codes an MQTT 5 PUBREL or PUBCOMP may carry (3.6.2.1, 3.7.2.1).
-pub const PUBREL_CODES: &[ReasonCode] = &[
-    ReasonCode::SUCCESS,
-    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-];
+pub const PUBREL_CODES: &[ReasonCode] =
+    &[ReasonCode::SUCCESS, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND];
 
 /// Reason codes an MQTT 5 SUBACK may carry, one per filter (3.9.3).
 pub const SUBACK_CODES: &[ReasonCode] = &[

@@ -115,6 +115,14 @@ impl fmt::Debug for TopicName {
     }
 }
 
+impl std::str::FromStr for TopicName {
+    type Err = TopicError;
+
+    fn from_str(s: &str) -> Result<TopicName, TopicError> {
+        TopicName::new(s)
+    }
+}
+
 impl AsRef<str> for TopicName {
     fn as_ref(&self) -> &str {
         &self.0
@@ -277,6 +285,14 @@ impl fmt::Display for TopicFilter {
 impl fmt::Debug for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.full, f)
+    }
+}
+
+impl std::str::FromStr for TopicFilter {
+    type Err = TopicError;
+
+    fn from_str(s: &str) -> Result<TopicFilter, TopicError> {
+        TopicFilter::new(s)
     }
 }
 

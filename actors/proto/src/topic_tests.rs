@@ -1,5 +1,7 @@
 //! Unit tests for topic name / filter validation and matching ([MQTT-4.7]).
 
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 
 fn name(s: &str) -> TopicName {
@@ -29,7 +31,10 @@ fn topic_name_accessors() {
     let t = name("$SYS/broker//load");
     assert!(t.is_system());
     assert!(!t.is_empty());
-    assert_eq!(t.levels().collect::<Vec<_>>(), ["$SYS", "broker", "", "load"]);
+    assert_eq!(
+        t.levels().collect::<Vec<_>>(),
+        ["$SYS", "broker", "", "load"]
+    );
     assert_eq!(t.to_string(), "$SYS/broker//load");
     assert_eq!(format!("{t:?}"), "\"$SYS/broker//load\"");
     assert!(TopicName::empty().is_empty());
@@ -42,7 +47,16 @@ fn topic_name_accessors() {
 #[test]
 fn topic_filters_are_validated() {
     for ok in [
-        "#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "$SYS/#", "sport/+/player1", "$share",
+        "#",
+        "+",
+        "a/#",
+        "a/+/b",
+        "+/+",
+        "/",
+        "a//b",
+        "$SYS/#",
+        "sport/+/player1",
+        "$share",
         "$sharex/a",
     ] {
         assert_eq!(filter(ok).as_str(), ok);
@@ -52,7 +66,11 @@ fn topic_filters_are_validated() {
     assert_eq!(TopicFilter::new(""), Err(TopicError::Empty));
     assert_eq!(TopicFilter::new("a\0"), Err(TopicError::NullCharacter));
     for bad in ["a/#/b", "a#", "#a", "a/b#", "a+", "+a/b", "a/++", "##"] {
-        assert_eq!(TopicFilter::new(bad), Err(TopicError::MisplacedWildcard), "{bad}");
+        assert_eq!(
+            TopicFilter::new(bad),
+            Err(TopicError::MisplacedWildcard),
+            "{bad}"
+        );
     }
 }
 
@@ -66,13 +84,34 @@ fn shared_filters_split_group_and_filter() {
     let g = filter("$share/g/#");
     assert_eq!(g.shared_group(), Some("g"));
     assert_eq!(g.matching_filter(), "#");
-    assert_eq!(TopicFilter::new("$share/grp"), Err(TopicError::MissingSharedFilter));
-    assert_eq!(TopicFilter::new("$share/grp/"), Err(TopicError::MissingSharedFilter));
-    assert_eq!(TopicFilter::new("$share//a"), Err(TopicError::InvalidShareGroup));
-    assert_eq!(TopicFilter::new("$share/"), Err(TopicError::InvalidShareGroup));
-    assert_eq!(TopicFilter::new("$share/a+/x"), Err(TopicError::InvalidShareGroup));
-    assert_eq!(TopicFilter::new("$share/#"), Err(TopicError::InvalidShareGroup));
-    assert_eq!(TopicFilter::new("$share/g/a/#/b"), Err(TopicError::MisplacedWildcard));
+    assert_eq!(
+        TopicFilter::new("$share/grp"),
+        Err(TopicError::MissingSharedFilter)
+    );
+    assert_eq!(
+        TopicFilter::new("$share/grp/"),
+        Err(TopicError::MissingSharedFilter)
+    );
+    assert_eq!(
+        TopicFilter::new("$share//a"),
+        Err(TopicError::InvalidShareGroup)
+    );
+    assert_eq!(
+        TopicFilter::new("$share/"),
+        Err(TopicError::InvalidShareGroup)
+    );
+    assert_eq!(
+        TopicFilter::new("$share/a+/x"),
+        Err(TopicError::InvalidShareGroup)
+    );
+    assert_eq!(
+        TopicFilter::new("$share/#"),
+        Err(TopicError::InvalidShareGroup)
+    );
+    assert_eq!(
+        TopicFilter::new("$share/g/a/#/b"),
+        Err(TopicError::MisplacedWildcard)
+    );
 }
 
 #[test]
@@ -125,4 +164,13 @@ fn filters_compare_and_hash_as_strings() {
     assert_ne!(filter("$share/g/a"), filter("a"));
     assert_eq!(format!("{:?}", filter("a/#")), "\"a/#\"");
     assert!(!filter("a/b").has_wildcards());
+}
+
+#[test]
+fn parse_with_from_str() {
+    let t: TopicName = "a/b".parse().unwrap();
+    assert_eq!(t, name("a/b"));
+    let f: TopicFilter = "$share/g/+".parse().unwrap();
+    assert_eq!(f.shared_group(), Some("g"));
+    assert!("a/#/b".parse::<TopicFilter>().is_err());
 }

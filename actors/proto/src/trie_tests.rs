@@ -1,5 +1,7 @@
 //! Unit and property tests for the subscription trie, checked against `TopicFilter::matches`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
@@ -120,7 +122,14 @@ fn very_deep_filters_neither_overflow_nor_leak() {
 
 /// A level drawn from a small alphabet so random filters and topics often collide.
 fn level() -> impl Strategy<Value = &'static str> {
-    prop_oneof![Just("a"), Just("b"), Just("$x"), Just(""), Just("+"), Just("#")]
+    prop_oneof![
+        Just("a"),
+        Just("b"),
+        Just("$x"),
+        Just(""),
+        Just("+"),
+        Just("#")
+    ]
 }
 
 fn filter_strategy() -> impl Strategy<Value = String> {

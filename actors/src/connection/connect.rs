@@ -30,7 +30,7 @@ fn assign_client_id() -> String {
 
 impl Connection {
     /// Handles the first CONNECT of a connection.
-    pub(super) fn on_connect(&mut self, connect: Box<Connect>, ctx: &mut Context<Self>) {
+    pub(super) fn on_connect(&mut self, connect: &Connect, ctx: &mut Context<Self>) {
         self.limits.protocol = connect.protocol;
         let props = connect.properties.as_deref();
 

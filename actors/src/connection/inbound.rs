@@ -14,7 +14,7 @@ impl Connection {
     pub(super) fn on_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
         if self.state == State::AwaitingConnect {
             match packet {
-                Packet::Connect(connect) => self.on_connect(connect, ctx),
+                Packet::Connect(connect) => self.on_connect(&connect, ctx),
                 // [MQTT-3.1.0-1]: the first packet must be CONNECT.
                 other => {
                     debug!(self.log, "first packet is not CONNECT"; "type" => other.kind());
@@ -57,8 +57,7 @@ impl Connection {
                     .and_then(|p| p.session_expiry_interval);
                 // [MQTT-3.14.2-2]: a session that expired on close cannot be revived by
                 // DISCONNECT.
-                if self.connect_session_expiry.unwrap_or(0) == 0 && expiry.is_some_and(|e| e > 0)
-                {
+                if self.connect_session_expiry.unwrap_or(0) == 0 && expiry.is_some_and(|e| e > 0) {
                     self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
                     return;
                 }
@@ -73,10 +72,7 @@ impl Connection {
                 // No authentication exchange was started, so AUTH is out of place.
                 self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
             }
-            Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => {
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 // Packets only a server sends.
                 self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
             }

@@ -5,6 +5,18 @@
 //! bad or oversized packet is refused before its body is buffered. A complete packet is split
 //! off the buffer and frozen; its fields are then read with checked reads only, and must use
 //! up the remaining length exactly.
+//!
+//! Where the specifications leave the error class open, the choices are:
+//! - a reason code not listed for the packet type (a PUBREL with 0x10, a CONNACK with 0x04),
+//!   or a 3.x return code outside the table, is a Malformed Packet: it cannot be read as any
+//!   value the packet defines;
+//! - SUBSCRIBE / UNSUBSCRIBE without filters and SUBACK / UNSUBACK without codes are Protocol
+//!   Errors on every version ([MQTT-3.8.3-3], [MQTT-3.10.3-2]);
+//! - an empty PUBLISH topic is a Protocol Error on MQTT 5 without a Topic Alias, a Malformed
+//!   Packet on 3.x; wildcards in it are Topic Name invalid;
+//! - rules that depend on who sent the packet (a client PUBLISH must not carry a Subscription
+//!   Identifier, a Topic Alias must not exceed the maximum announced) are the connection's to
+//!   check: the codec decodes both directions alike.
 
 use std::num::NonZeroU16;
 
@@ -14,8 +26,8 @@ use super::properties::{self, Ctx};
 use super::reader::Reader;
 use super::{varint, DecodeError, Limits};
 use crate::packet::{
-    Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, Protocol, PubResponse,
-    Publish, QoS, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, Protocol, PubResponse, Publish,
+    QoS, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::reason::{self, ReasonCode};
 use crate::topic::TopicName;
@@ -341,7 +353,9 @@ fn subscribe(mut r: Reader, protocol: Protocol) -> Result<Subscribe, DecodeError
         filters.push((filter, options));
     }
     if filters.is_empty() {
-        return Err(DecodeError::ProtocolError("SUBSCRIBE without topic filters"));
+        return Err(DecodeError::ProtocolError(
+            "SUBSCRIBE without topic filters",
+        ));
     }
     Ok(Subscribe {
         packet_id,
@@ -399,7 +413,11 @@ fn unsuback(mut r: Reader, protocol: Protocol) -> Result<UnsubAck, DecodeError> 
         properties = properties::decode(&mut r, Ctx::UnsubAck)?;
         reasons.reserve(r.remaining());
         while !r.is_empty() {
-            reasons.push(reason_code(&mut r, reason::UNSUBACK_CODES, "UNSUBACK reason code")?);
+            reasons.push(reason_code(
+                &mut r,
+                reason::UNSUBACK_CODES,
+                "UNSUBACK reason code",
+            )?);
         }
         if reasons.is_empty() {
             return Err(DecodeError::ProtocolError("UNSUBACK without reason codes"));

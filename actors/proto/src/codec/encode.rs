@@ -190,7 +190,12 @@ fn pub_response_shape(r: &PubResponse, protocol: Protocol) -> Shape {
 
 fn disconnect_shape(d: &Disconnect, protocol: Protocol) -> Shape {
     let has_props = props(&d.properties).is_some();
-    shape(d.reason, ReasonCode::NORMAL_DISCONNECTION, has_props, protocol)
+    shape(
+        d.reason,
+        ReasonCode::NORMAL_DISCONNECTION,
+        has_props,
+        protocol,
+    )
 }
 
 fn connect_len(c: &Connect) -> Result<usize, EncodeError> {

@@ -3,8 +3,10 @@
 //!
 //! The decoder enforces the specification's rules in one place: an unknown identifier or one
 //! not allowed on the packet is a Malformed Packet ([MQTT-2.2.2-2]); a single-valued property
-//! given twice, or a value outside its range (Receive Maximum 0, Topic Alias 0, Maximum QoS 2,
-//! ...) is a Protocol Error. The encoder writes whatever is set, in identifier order.
+//! given twice, or a value outside its range (Receive Maximum 0, Maximum Packet Size 0,
+//! Subscription Identifier 0, Maximum QoS 2, ...) is a Protocol Error. Topic Alias 0 is the
+//! exception: it is passed through, because judging aliases is the receiving connection's job
+//! (0x94 Topic Alias invalid). The encoder writes whatever is set, in identifier order.
 
 use bytes::{BufMut, BytesMut};
 
@@ -116,9 +118,8 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
     let mut p = Properties::default();
     while !block.is_empty() {
         let id = block.varint("property identifier")?;
-        let mask = allowed_in(id).ok_or(DecodeError::MalformedPacket(
-            "unknown property identifier",
-        ))?;
+        let mask =
+            allowed_in(id).ok_or(DecodeError::MalformedPacket("unknown property identifier"))?;
         if mask & ctx.bit() == 0 {
             return Err(DecodeError::MalformedPacket(
                 "property not allowed in this packet",
@@ -128,11 +129,19 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
         match id {
             0x01 => {
                 let v = flag(b, "invalid or repeated Payload Format Indicator")?;
-                set(&mut p.payload_format_indicator, v, "repeated Payload Format Indicator")?;
+                set(
+                    &mut p.payload_format_indicator,
+                    v,
+                    "repeated Payload Format Indicator",
+                )?;
             }
             0x02 => {
                 let v = b.u32("Message Expiry Interval")?;
-                set(&mut p.message_expiry_interval, v, "repeated Message Expiry Interval")?;
+                set(
+                    &mut p.message_expiry_interval,
+                    v,
+                    "repeated Message Expiry Interval",
+                )?;
             }
             0x03 => {
                 let v = b.string("Content Type")?;
@@ -141,7 +150,9 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
             0x08 => {
                 let v = b.string("Response Topic")?;
                 if TopicName::new(&v).is_err() {
-                    return Err(DecodeError::ProtocolError("Response Topic is not a topic name"));
+                    return Err(DecodeError::ProtocolError(
+                        "Response Topic is not a topic name",
+                    ));
                 }
                 set(&mut p.response_topic, v, "repeated Response Topic")?;
             }
@@ -163,11 +174,19 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
             }
             0x11 => {
                 let v = b.u32("Session Expiry Interval")?;
-                set(&mut p.session_expiry_interval, v, "repeated Session Expiry Interval")?;
+                set(
+                    &mut p.session_expiry_interval,
+                    v,
+                    "repeated Session Expiry Interval",
+                )?;
             }
             0x12 => {
                 let v = b.string("Assigned Client Identifier")?;
-                set(&mut p.assigned_client_identifier, v, "repeated Assigned Client Identifier")?;
+                set(
+                    &mut p.assigned_client_identifier,
+                    v,
+                    "repeated Assigned Client Identifier",
+                )?;
             }
             0x13 => {
                 let v = b.u16("Server Keep Alive")?;
@@ -175,19 +194,35 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
             }
             0x15 => {
                 let v = b.string("Authentication Method")?;
-                set(&mut p.authentication_method, v, "repeated Authentication Method")?;
+                set(
+                    &mut p.authentication_method,
+                    v,
+                    "repeated Authentication Method",
+                )?;
             }
             0x16 => {
                 let v = b.binary("Authentication Data")?;
-                set(&mut p.authentication_data, v, "repeated Authentication Data")?;
+                set(
+                    &mut p.authentication_data,
+                    v,
+                    "repeated Authentication Data",
+                )?;
             }
             0x17 => {
                 let v = flag(b, "invalid Request Problem Information")?;
-                set(&mut p.request_problem_information, v, "repeated Request Problem Information")?;
+                set(
+                    &mut p.request_problem_information,
+                    v,
+                    "repeated Request Problem Information",
+                )?;
             }
             0x18 => {
                 let v = b.u32("Will Delay Interval")?;
-                set(&mut p.will_delay_interval, v, "repeated Will Delay Interval")?;
+                set(
+                    &mut p.will_delay_interval,
+                    v,
+                    "repeated Will Delay Interval",
+                )?;
             }
             0x19 => {
                 let v = flag(b, "invalid Request Response Information")?;
@@ -196,7 +231,11 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
             }
             0x1A => {
                 let v = b.string("Response Information")?;
-                set(&mut p.response_information, v, "repeated Response Information")?;
+                set(
+                    &mut p.response_information,
+                    v,
+                    "repeated Response Information",
+                )?;
             }
             0x1C => {
                 let v = b.string("Server Reference")?;
@@ -212,10 +251,16 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
             }
             0x22 => {
                 let v = b.u16("Topic Alias Maximum")?;
-                set(&mut p.topic_alias_maximum, v, "repeated Topic Alias Maximum")?;
+                set(
+                    &mut p.topic_alias_maximum,
+                    v,
+                    "repeated Topic Alias Maximum",
+                )?;
             }
             0x23 => {
-                let v = nonzero_u16(b, "Topic Alias 0")?;
+                // 0 is never a valid alias, but judging an alias (0, or above the maximum the
+                // receiver announced) is the receiver's: it answers 0x94 Topic Alias invalid.
+                let v = b.u16("Topic Alias")?;
                 set(&mut p.topic_alias, v, "repeated Topic Alias")?;
             }
             0x24 => {
@@ -236,7 +281,11 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
                 if v == 0 {
                     return Err(DecodeError::ProtocolError("Maximum Packet Size 0"));
                 }
-                set(&mut p.maximum_packet_size, v, "repeated Maximum Packet Size")?;
+                set(
+                    &mut p.maximum_packet_size,
+                    v,
+                    "repeated Maximum Packet Size",
+                )?;
             }
             0x28 => {
                 let v = flag(b, "invalid Wildcard Subscription Available")?;
@@ -253,11 +302,7 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Option<Box<Properties>>
                 let name = "repeated Shared Subscription Available";
                 set(&mut p.shared_subscription_available, v, name)?;
             }
-            _ => {
-                return Err(DecodeError::MalformedPacket(
-                    "unknown property identifier",
-                ))
-            }
+            _ => return Err(DecodeError::MalformedPacket("unknown property identifier")),
         }
     }
     Ok(Some(Box::new(p)))
@@ -310,7 +355,8 @@ fn body_len(p: &Properties) -> Result<usize, EncodeError> {
         len += 1 + varint::len(id);
     }
     for (name, value) in &p.user_properties {
-        len += 1 + string_len(name, "User Property name")? + string_len(value, "User Property value")?;
+        len +=
+            1 + string_len(name, "User Property name")? + string_len(value, "User Property value")?;
     }
     Ok(len)
 }
