@@ -152,10 +152,9 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 }
 
 /// The non-URL connection parameters from `[core]`, as the base for every acceptor.
-pub fn base_config(connect_timeout_ms: u64, max_outbound_bytes: usize) -> MqttConfig {
+pub fn base_config(connect_timeout_ms: u64) -> MqttConfig {
     MqttConfig {
         connect_timeout: Duration::from_millis(connect_timeout_ms),
-        max_outbound_bytes,
         ..MqttConfig::default()
     }
 }

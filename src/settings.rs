@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
-use starling_actors::config::BrokerConfig;
+use starling_actors::config::{BrokerConfig, SessionConfig};
+use starling_actors::proto::session::{DropPolicy, QueueLimits};
 
 use crate::acceptor::{self, Acceptor};
 
@@ -25,6 +26,10 @@ const DEFAULT_ORIGIN: &str = "built-in defaults";
 pub struct Settings {
     /// `[core]`.
     pub core: CoreSettings,
+    /// `[session]`.
+    pub session: SessionSettings,
+    /// `[retain]`.
+    pub retain: RetainSettings,
     /// `[logging]`.
     pub logging: LoggingSettings,
     /// `[[acceptors]]`.
@@ -43,10 +48,44 @@ pub struct CoreSettings {
     pub topic_shards: usize,
     /// Milliseconds a connection may take to send CONNECT.
     pub connect_timeout: u64,
-    /// Outbound bytes buffered per connection before QoS 0 deliveries are dropped.
-    pub max_outbound_bytes: usize,
     /// Milliseconds connections get to close on shutdown.
     pub shutdown_grace: u64,
+}
+
+/// `[session]`: what each client's session may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Most QoS 1/2 messages in flight to one client.
+    pub max_inflight_messages: u16,
+    /// Most messages waiting for one client.
+    pub max_queued_messages: usize,
+    /// Most payload bytes waiting for one client; 0: no byte limit.
+    pub max_queued_bytes: usize,
+    /// Which message goes when the queue is full.
+    pub queue_full_policy: QueueFullPolicy,
+    /// Queue QoS 0 messages for offline clients.
+    pub queue_qos0_messages: bool,
+    /// Delivery bytes handed to a connection and not yet written.
+    pub max_in_transit_bytes: usize,
+}
+
+/// `session.queue_full_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFullPolicy {
+    /// Drop the oldest queued message.
+    DropOldest,
+    /// Drop the new message.
+    DropNewest,
+}
+
+/// `[retain]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetainSettings {
+    /// Milliseconds before a retained message without its own expiry expires; -1: never.
+    pub expiry_delay: i64,
 }
 
 /// `[logging]`.
@@ -98,9 +137,11 @@ impl TryFrom<String> for LogLevel {
             "error" => LogLevel::Error,
             "critical" => LogLevel::Critical,
             "off" => LogLevel::Off,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown log level {name:?} (trace, debug, info, warning, error, critical or off)"
-            )),
+            ))
+            }
         })
     }
 }
@@ -212,8 +253,19 @@ impl Settings {
         if self.core.connect_timeout == 0 {
             problems.push("core.connect_timeout: must be at least 1 (milliseconds)".to_owned());
         }
-        if self.core.max_outbound_bytes < 1024 {
-            problems.push("core.max_outbound_bytes: must be at least 1024".to_owned());
+        if self.session.max_inflight_messages == 0 {
+            problems.push("session.max_inflight_messages: must be at least 1".to_owned());
+        }
+        if self.session.max_queued_messages == 0 {
+            problems.push("session.max_queued_messages: must be at least 1".to_owned());
+        }
+        if self.session.max_in_transit_bytes < 1024 {
+            problems.push("session.max_in_transit_bytes: must be at least 1024".to_owned());
+        }
+        if self.retain.expiry_delay < -1 || self.retain.expiry_delay == 0 {
+            problems.push(
+                "retain.expiry_delay: -1 (never) or a positive number of milliseconds".to_owned(),
+            );
         }
         if self.acceptors.is_empty() {
             problems.push(format!(
@@ -245,7 +297,7 @@ impl Settings {
     }
 
     fn base_mqtt(&self) -> starling_actors::config::MqttConfig {
-        acceptor::base_config(self.core.connect_timeout, self.core.max_outbound_bytes)
+        acceptor::base_config(self.core.connect_timeout)
     }
 
     /// The acceptors, parsed (validated by `load`).
@@ -284,6 +336,22 @@ impl Settings {
                 0 => self.worker_count(),
                 n => n,
             },
+            session: SessionConfig {
+                max_inflight: self.session.max_inflight_messages,
+                queue: QueueLimits {
+                    max_messages: self.session.max_queued_messages,
+                    max_bytes: self.session.max_queued_bytes,
+                    policy: match self.session.queue_full_policy {
+                        QueueFullPolicy::DropOldest => DropPolicy::DropOldest,
+                        QueueFullPolicy::DropNewest => DropPolicy::DropNewest,
+                    },
+                    queue_qos0_offline: self.session.queue_qos0_messages,
+                },
+                max_in_transit: self.session.max_in_transit_bytes,
+            },
+            retained_expiry: u64::try_from(self.retain.expiry_delay)
+                .ok()
+                .map(std::time::Duration::from_millis),
         }
     }
 }

@@ -5,17 +5,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::raw::{connect_packet, Raw};
+use common::raw::{connect_packet, connect_with, Raw};
 use common::*;
 use starling_proto::{Connect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, TopicName};
-
-fn connect_with(protocol: Protocol, client_id: &str, f: impl FnOnce(&mut Connect)) -> Packet {
-    let Packet::Connect(mut c) = connect_packet(protocol, client_id) else {
-        unreachable!()
-    };
-    f(&mut c);
-    Packet::Connect(c)
-}
 
 /// [MQTT-3.2.0-1] The first packet sent from the Server to the Client MUST be a CONNACK.
 #[tokio::test]

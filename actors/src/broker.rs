@@ -1,7 +1,7 @@
 //! The broker as a whole: starts the long-lived actors and hands sockets to Connections.
 //!
-//! `Broker::start` starts the TopicNode shards (spread over the worker arbiters) and the
-//! Registry. A listener, on any thread, calls `BrokerHandle::accept` on the worker arbiter a
+//! `Broker::start` starts the TopicNode shards (spread over the worker arbiters), the
+//! RetainStore and the Registry. A listener, on any thread, calls `BrokerHandle::accept` on the worker arbiter a
 //! socket was moved to; the Connection actor is created there. `Broker::shutdown` tells every
 //! Connection to close (MQTT 5 clients get DISCONNECT 0x8B) and waits for them to go.
 
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::connection::Connection;
 use crate::registry::Registry;
+use crate::retain::RetainStore;
 use crate::topic::{Router, TopicNode};
 
 /// Any byte stream a Connection can speak MQTT over: TCP, TLS, WebSocket.
@@ -87,8 +88,16 @@ impl Broker {
                 }
             })
             .collect();
-        let router = Router::new(shards);
-        let registry = Registry::new(router.clone(), config.session_scan_interval, log).start();
+        let retain =
+            RetainStore::new(config.retained_expiry, config.session_scan_interval, log).start();
+        let router = Router::new(shards, retain);
+        let registry = Registry::new(
+            router.clone(),
+            config.session,
+            config.session_scan_interval,
+            log,
+        )
+        .start();
         let (shutdown, shutdown_rx) = watch::channel(false);
         info!(log, "broker actors started"; "topic_shards" => shard_count, "workers" => workers.len());
         Broker {

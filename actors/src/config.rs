@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use starling_proto::session::QueueLimits;
+
 /// Per-acceptor MQTT parameters (the Artemis acceptor URL parameters, typed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttConfig {
@@ -28,9 +30,6 @@ pub struct MqttConfig {
     pub close_on_publish_auth_failure: bool,
     /// How long a new connection may take to send its CONNECT before it is closed.
     pub connect_timeout: Duration,
-    /// Bytes that may wait in one connection's write buffer; past this, QoS 0 deliveries to it
-    /// are dropped (and counted) so a slow reader cannot grow the broker's memory.
-    pub max_outbound_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -44,7 +43,6 @@ impl Default for MqttConfig {
             default_session_expiry: None,
             close_on_publish_auth_failure: true,
             connect_timeout: Duration::from_secs(10),
-            max_outbound_bytes: 1 << 20,
         }
     }
 }
@@ -67,10 +65,15 @@ impl MqttConfig {
 /// Broker-wide parameters that no single acceptor owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
-    /// `mqtt_session_scan_interval`: how often offline sessions are checked for expiry.
+    /// `mqtt_session_scan_interval`: how often offline sessions are checked for expiry (and
+    /// expired retained messages purged).
     pub session_scan_interval: Duration,
     /// Number of TopicNode shards.
     pub topic_shards: usize,
+    /// Per-session limits.
+    pub session: SessionConfig,
+    /// Expiry for retained messages that carry no Message Expiry Interval; `None`: never.
+    pub retained_expiry: Option<Duration>,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +81,30 @@ impl Default for BrokerConfig {
         BrokerConfig {
             session_scan_interval: Duration::from_millis(5000),
             topic_shards: 2,
+            session: SessionConfig::default(),
+            retained_expiry: None,
+        }
+    }
+}
+
+/// Limits every Session obeys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Most QoS 1/2 messages in flight to one client (its Receive Maximum may lower it).
+    pub max_inflight: u16,
+    /// The bounded queue of messages waiting for a client.
+    pub queue: QueueLimits,
+    /// Delivery bytes (`msg::outbound_weight`) a session may have handed to its connection and
+    /// not yet seen written: past this, messages wait in the session's bounded queue.
+    pub max_in_transit: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_inflight: 100,
+            queue: QueueLimits::default(),
+            max_in_transit: 1 << 20,
         }
     }
 }

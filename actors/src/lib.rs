@@ -8,8 +8,10 @@
 //!   alive, topic aliases, inbound QoS 1/2 acknowledgement, encode and batched writes.
 //! - [`registry`]: the Registry actor, client id -> Session; serialises attaches for one id
 //!   (takeover) and decides when a session is gone.
-//! - [`session`]: the Session actor, one per client id, outliving connections until expiry;
-//!   the source of truth for subscriptions.
+//! - [`session`]: the Session actor, one per client id, outliving connections until expiry:
+//!   subscriptions (the source of truth), QoS 1/2 in flight and the bounded queue (the state
+//!   machine is `proto::session`), inbound QoS 2 ids, the will.
+//! - [`retain`]: the RetainStore actor: last retained message per topic, expiry, matching.
 //! - [`topic`]: TopicNode actors, the subscription trie sharded by first topic level, and the
 //!   `Router` that picks a shard.
 //! - [`msg`]: every message exchanged between actors: the contract.
@@ -25,6 +27,7 @@ pub mod connection;
 pub mod msg;
 pub mod protocol;
 pub mod registry;
+pub mod retain;
 pub mod session;
 pub mod topic;
 

@@ -2,18 +2,20 @@
 //!
 //! Reading this file top to bottom tells who talks to whom:
 //! Connection -> Registry (`OpenSession`), Registry -> Session (`Attach`, `EndSession`),
-//! Connection -> Session (`Detach`, `SessionSubscribe`, `SessionUnsubscribe`),
-//! Connection -> TopicNode (`Route`), Session -> TopicNode (`AddSubscription`,
+//! Connection -> Session (`Detach`, `SessionSubscribe`, `SessionUnsubscribe`, `ClientAck`,
+//! `InboundQos2`, `InboundPubRel`, `Flushed`), Connection and Session -> TopicNode (`Route`)
+//! and RetainStore (`retain::Retain`), Session -> TopicNode (`AddSubscription`,
 //! `RemoveSubscription`), TopicNode -> Session (`Deliver`), Session -> Registry
 //! (`SessionEnded`), Session -> Connection (`Outbound`, `Kick`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use starling_proto::{
-    Packet, Properties, Protocol, QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter,
-    TopicName, Unsubscribe,
+    Packet, PacketId, Properties, Protocol, Publish, QoS, ReasonCode, Subscribe,
+    SubscriptionOptions, TopicFilter, TopicName, Unsubscribe,
 };
 
 use crate::connection::Connection;
@@ -25,7 +27,7 @@ pub type SessionId = u64;
 pub type ConnId = u64;
 
 /// An application message as the broker routes it: stored once, shared by every subscriber.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Message {
     /// Topic the message was published to (aliases already resolved).
     pub topic: TopicName,
@@ -39,6 +41,51 @@ pub struct Message {
     pub properties: Option<Box<Properties>>,
     /// The publishing session, for the No Local option; `None` for broker-made messages.
     pub origin: Option<SessionId>,
+    /// When it expires (MQTT 5 Message Expiry Interval, counted from its arrival).
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// A message from a client's PUBLISH (aliases resolved): the topic alias is dropped from
+    /// the properties and the expiry interval turned into a deadline.
+    pub fn from_publish(publish: Publish, origin: Option<SessionId>, now: Instant) -> Message {
+        let mut properties = publish.properties;
+        if let Some(p) = properties.as_deref_mut() {
+            p.topic_alias = None;
+            p.subscription_identifiers.clear();
+        }
+        let expires_at = properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
+        Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: properties.filter(|p| !p.is_empty()),
+            origin,
+            expires_at,
+        }
+    }
+}
+
+/// How much of a connection's write budget a packet uses: what a Session counts when it sends
+/// and a Connection reports once the bytes have left. Only deliveries count.
+pub fn outbound_weight(packet: &Packet) -> usize {
+    match packet {
+        Packet::Publish(p) => p.topic.as_str().len() + p.payload.len() + 16,
+        _ => 0,
+    }
+}
+
+/// A will message waiting in a session for its connection to end.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// The message to publish.
+    pub msg: Message,
+    /// Will Delay Interval in seconds (MQTT 5; 0 on 3.x).
+    pub delay: u32,
 }
 
 /// A connection as a Session sees it: where to send packets and how to speak to it.
@@ -52,16 +99,32 @@ pub struct ClientLink {
     pub protocol: Protocol,
 }
 
+/// What a CONNECT tells the session.
+#[derive(Debug, Clone)]
+pub struct SessionParams {
+    /// Clean Start / Clean Session: discard any existing state first.
+    pub clean_start: bool,
+    /// Session expiry after disconnect in seconds; `None` never expires.
+    pub expiry: Option<u32>,
+    /// The will, if any.
+    pub will: Option<Will>,
+    /// How many QoS 1/2 messages may be in flight to the client: its Receive Maximum (MQTT 5),
+    /// capped by the broker's `max_inflight_messages`.
+    pub window: u16,
+    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size).
+    pub max_packet_size: Option<u32>,
+    /// The broker's Receive Maximum for this client's QoS 2 publishes.
+    pub inbound_maximum: u16,
+}
+
 /// Connection -> Registry: find or create the session for a client id and attach to it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Attached, SessionUnavailable>")]
 pub struct OpenSession {
     /// The client id (after any rewrite or assignment).
     pub client_id: Arc<str>,
-    /// Clean Start / Clean Session.
-    pub clean_start: bool,
-    /// Session expiry after disconnect in seconds; `None` never expires.
-    pub expiry: Option<u32>,
+    /// What the CONNECT asked for.
+    pub params: SessionParams,
     /// The connection to attach.
     pub link: ClientLink,
     /// The arbiter a new Session is started on (the connection's own).
@@ -77,6 +140,8 @@ pub struct Attached {
     pub session_id: SessionId,
     /// CONNACK's Session Present.
     pub session_present: bool,
+    /// What to send right after CONNACK: unacknowledged PUBLISH (DUP) and PUBREL, in order.
+    pub replay: Vec<Packet>,
 }
 
 /// The session could not be opened (its actor is gone); the client is told to retry.
@@ -90,10 +155,8 @@ pub struct SessionUnavailable;
 pub struct Attach {
     /// The new connection.
     pub link: ClientLink,
-    /// Clean Start: discard any existing state first.
-    pub clean_start: bool,
-    /// Session expiry after this connection ends.
-    pub expiry: Option<u32>,
+    /// What the CONNECT asked for.
+    pub params: SessionParams,
     /// The registry's count of attaches, echoed in `SessionEnded` so that a session which
     /// decided to end while a new attach was on its way is not removed under it.
     pub generation: u64,
@@ -105,6 +168,53 @@ pub struct Attach {
 pub struct Detach {
     /// Which connection ended (a session ignores a connection it no longer has).
     pub conn_id: ConnId,
+    /// Publish the will: false only after a normal DISCONNECT (MQTT 5: other than 0x04) or a
+    /// broker shutdown.
+    pub publish_will: bool,
+    /// A new Session Expiry Interval from the client's DISCONNECT (MQTT 5).
+    pub new_expiry: Option<u32>,
+}
+
+/// Connection -> Session: the client acknowledged a delivery (PUBACK, PUBREC or PUBCOMP).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ClientAck {
+    /// The connection it came on.
+    pub conn_id: ConnId,
+    /// The acknowledgement.
+    pub ack: Packet,
+}
+
+/// Connection -> Session: a QoS 2 PUBLISH; the session keeps its packet id until PUBREL so a
+/// resend (even on a new connection) is not routed twice, and answers PUBREC.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct InboundQos2 {
+    /// The connection it came on.
+    pub conn_id: ConnId,
+    /// The publish (aliases resolved).
+    pub publish: Publish,
+}
+
+/// Connection -> Session: PUBREL for an inbound QoS 2 id; the session answers PUBCOMP.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct InboundPubRel {
+    /// The connection it came on.
+    pub conn_id: ConnId,
+    /// The packet id released.
+    pub packet_id: PacketId,
+}
+
+/// Connection -> Session: deliveries of this total `outbound_weight` have left the socket
+/// buffer, so the session may send that much more.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Flushed {
+    /// The connection.
+    pub conn_id: ConnId,
+    /// Sum of `outbound_weight` of the packets written.
+    pub weight: usize,
 }
 
 /// Connection -> Session: a SUBSCRIBE, answered with SUBACK through `Outbound`.

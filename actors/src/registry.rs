@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use slog::{debug, o, warn, Logger};
 
+use crate::config::SessionConfig;
 use crate::msg::{
     Attach, Attached, EndSession, OpenSession, SessionEnded, SessionId, SessionUnavailable,
 };
@@ -32,17 +33,24 @@ pub struct Registry {
     sessions: HashMap<Arc<str>, Entry>,
     next_session_id: SessionId,
     router: Router,
+    session_config: SessionConfig,
     scan_interval: Duration,
     log: Logger,
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new(router: Router, scan_interval: Duration, log: &Logger) -> Registry {
+    pub fn new(
+        router: Router,
+        session_config: SessionConfig,
+        scan_interval: Duration,
+        log: &Logger,
+    ) -> Registry {
         Registry {
             sessions: HashMap::new(),
             next_session_id: 1,
             router,
+            session_config,
             scan_interval,
             log: log.new(o!("actor" => "registry")),
         }
@@ -71,10 +79,11 @@ impl Handler<OpenSession> for Registry {
                 let registry = ctx.address();
                 let router = self.router.clone();
                 let scan = self.scan_interval;
+                let config = self.session_config;
                 let log = self.log.clone();
                 let client_id = Arc::clone(&msg.client_id);
                 let addr = Session::start_in_arbiter(&msg.arbiter, move |_| {
-                    Session::new(client_id, id, registry, router, scan, &log)
+                    Session::new(client_id, id, registry, router, config, scan, &log)
                 });
                 debug!(self.log, "session created"; "client_id" => &*msg.client_id, "session" => id);
                 self.sessions
@@ -91,8 +100,7 @@ impl Handler<OpenSession> for Registry {
         // `send` enqueues now, in the order CONNECTs reached the registry.
         let reply = entry.addr.send(Attach {
             link: msg.link,
-            clean_start: msg.clean_start,
-            expiry: msg.expiry,
+            params: msg.params,
             generation: entry.generation,
         });
         let log = self.log.clone();

@@ -16,22 +16,40 @@ use slog::{debug, o, Logger};
 use starling_proto::trie::Trie;
 use starling_proto::{TopicFilter, TopicName};
 
-use crate::msg::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId, Subscriber};
+use crate::msg::{
+    AddSubscription, Deliver, Message, RemoveSubscription, Route, SessionId, Subscriber,
+};
+use crate::retain::{Retain, RetainStore};
 use crate::session::Session;
 
-/// Picks the TopicNode shard for a topic or a filter. Cheap to clone; every Connection and
-/// Session holds one.
+/// Picks the TopicNode shard for a topic or a filter, and knows the RetainStore. Cheap to
+/// clone; every Connection and Session holds one.
 #[derive(Debug, Clone)]
 pub struct Router {
     shards: Arc<[Addr<TopicNode>]>,
+    retain: Addr<RetainStore>,
 }
 
 impl Router {
-    /// A router over started shards (at least one).
-    pub fn new(shards: Vec<Addr<TopicNode>>) -> Router {
+    /// A router over started shards (at least one) and the retain store.
+    pub fn new(shards: Vec<Addr<TopicNode>>, retain: Addr<RetainStore>) -> Router {
         Router {
             shards: shards.into(),
+            retain,
         }
+    }
+
+    /// The RetainStore.
+    pub fn retain_store(&self) -> &Addr<RetainStore> {
+        &self.retain
+    }
+
+    /// Publishes a message: routed to its shard, and stored (or cleared) when retained.
+    pub fn publish(&self, msg: Arc<Message>) {
+        if msg.retain {
+            self.retain.do_send(Retain(Arc::clone(&msg)));
+        }
+        self.route(Route(msg));
     }
 
     /// Number of shards.

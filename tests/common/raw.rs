@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use starling_proto::{
-    decode, encode, ConnAck, Connect, Limits, Packet, Properties, Protocol, QoS, ReasonCode,
-    Subscribe, SubscriptionOptions, TopicFilter,
+    decode, encode, ConnAck, Connect, Limits, Packet, Properties, Protocol, PubResponse, Publish,
+    QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,6 +33,45 @@ pub fn connect_packet(protocol: Protocol, client_id: &str) -> Packet {
         username: None,
         password: None,
         properties: None,
+    }))
+}
+
+/// A CONNECT built from `connect_packet` and changed by `f`.
+pub fn connect_with(protocol: Protocol, client_id: &str, f: impl FnOnce(&mut Connect)) -> Packet {
+    let Packet::Connect(mut c) = connect_packet(protocol, client_id) else {
+        unreachable!("connect_packet builds a CONNECT")
+    };
+    f(&mut c);
+    Packet::Connect(c)
+}
+
+/// A PUBLISH without properties.
+pub fn publish(topic: &str, qos: QoS, id: Option<u16>, payload: impl Into<Bytes>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: TopicName::new(topic).expect("valid topic"),
+        packet_id: id.map(pid),
+        properties: None,
+        payload: payload.into(),
+    })
+}
+
+/// A retained PUBLISH without properties.
+pub fn retained(topic: &str, qos: QoS, id: Option<u16>, payload: impl Into<Bytes>) -> Packet {
+    let mut packet = publish(topic, qos, id, payload);
+    if let Packet::Publish(p) = &mut packet {
+        p.retain = true;
+    }
+    packet
+}
+
+/// MQTT 5 properties with a Session Expiry Interval.
+pub fn session_expiry(seconds: u32) -> Option<Box<Properties>> {
+    Some(Box::new(Properties {
+        session_expiry_interval: Some(seconds),
+        ..Properties::default()
     }))
 }
 
@@ -80,6 +119,31 @@ impl Raw {
         let mut out = BytesMut::new();
         encode(packet, self.protocol, &mut out).expect("encodable test packet");
         self.send(&out).await;
+    }
+
+    /// Opens a connection, sends `connect`, and returns the CONNACK (whatever its code).
+    pub async fn connect(addr: SocketAddr, protocol: Protocol, connect: &Packet) -> (Raw, ConnAck) {
+        let mut raw = Raw::open(addr, protocol).await;
+        raw.send_packet(connect).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => (raw, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// The next PUBLISH (skipping nothing: anything else is a failure).
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Acknowledges a QoS 1 delivery.
+    pub async fn puback(&mut self, p: &Publish) {
+        let id = p.packet_id.expect("QoS 1 delivery has a packet id");
+        self.send_packet(&Packet::PubAck(PubResponse::success(id)))
+            .await;
     }
 
     /// Subscribes to one filter and waits for the SUBACK; returns its reason codes.

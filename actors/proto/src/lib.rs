@@ -9,10 +9,13 @@
 //!   decoding errors to codes on the wire.
 //! - [`topic`]: validated `TopicName` / `TopicFilter` newtypes and matching.
 //! - [`trie`]: the subscription trie, generic over the subscriber value.
+//! - [`session`]: a session's outbound state: packet ids, in-flight window, bounded queue,
+//!   acknowledgements and replay on reconnect.
 
 pub mod codec;
 pub mod packet;
 pub mod reason;
+pub mod session;
 pub mod topic;
 pub mod trie;
 

@@ -5,14 +5,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use slog::{debug, info, o};
-use starling_proto::{ConnAck, Connect, Packet, Properties, Protocol, ReasonCode};
+use starling_proto::{ConnAck, Connect, LastWill, Packet, Properties, Protocol, ReasonCode};
 
 use super::{Attachment, Connection, State};
-use crate::msg::{ClientLink, OpenSession};
+use crate::msg::{ClientLink, Message, OpenSession, SessionParams, Will};
 
 /// Longest client id MQTT 3.1 allows ([MQTT 3.1, 3.1 CONNECT, Client Identifier]).
 const V31_MAX_CLIENT_ID: usize = 23;
@@ -80,10 +80,18 @@ impl Connection {
         self.log = self.log.new(o!("client_id" => client_id.to_string()));
         self.client_id = Some(Arc::clone(&client_id));
         self.state = State::Connecting;
-        let open = OpenSession {
-            client_id,
+        let params = SessionParams {
             clean_start: connect.clean_start,
             expiry,
+            will: connect.will.clone().map(will_from),
+            // 3.x clients announce no Receive Maximum: the broker's cap applies.
+            window: props.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX),
+            max_packet_size: props.and_then(|p| p.maximum_packet_size),
+            inbound_maximum: self.config.receive_maximum.unwrap_or(u16::MAX),
+        };
+        let open = OpenSession {
+            client_id,
+            params,
             link: ClientLink {
                 conn_id: self.id,
                 addr: ctx.address(),
@@ -118,6 +126,14 @@ impl Connection {
                             code: ReasonCode::SUCCESS,
                             properties,
                         }));
+                        // [MQTT-4.4.0-1]: unacknowledged messages are resent first, in order,
+                        // then whatever the session sent while we waited.
+                        for packet in attached.replay {
+                            act.send(&packet);
+                        }
+                        for packet in std::mem::take(&mut act.pending) {
+                            act.send(&packet);
+                        }
                         info!(act.log, "client connected";
                             "protocol" => %act.protocol(),
                             "keep_alive" => act.keep_alive,
@@ -143,13 +159,39 @@ impl Connection {
             } else {
                 None
             },
-            // Retained messages and shared subscriptions are not served yet: say so.
-            retain_available: Some(0),
+            // Shared subscriptions are not served yet: say so.
             shared_subscription_available: Some(0),
             ..Properties::default()
         }
     }
+}
 
+/// A will as the session keeps it: the Will Delay Interval taken out of its properties.
+fn will_from(will: LastWill) -> Will {
+    let mut properties = will.properties;
+    let delay = properties
+        .as_deref_mut()
+        .and_then(|p| p.will_delay_interval.take())
+        .unwrap_or(0);
+    let expires_at = properties
+        .as_ref()
+        .and_then(|p| p.message_expiry_interval)
+        .map(|secs| Instant::now() + std::time::Duration::from_secs(u64::from(secs)));
+    Will {
+        msg: Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: properties.filter(|p| !p.is_empty()),
+            origin: None,
+            expires_at,
+        },
+        delay,
+    }
+}
+
+impl Connection {
     /// Answers CONNECT with a failure code and closes ([MQTT-3.2.2-5]).
     pub(super) fn refuse(&mut self, code: ReasonCode, ctx: &mut Context<Self>) {
         debug!(self.log, "connection refused"; "code" => %code);

@@ -1,13 +1,16 @@
 //! What a Connection does with each packet it reads, and with packets it cannot read.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use slog::debug;
 use starling_proto::{DecodeError, Packet, Protocol, PubResponse, Publish, QoS, ReasonCode};
 
 use super::{Connection, State};
-use crate::msg::{Message, Route, SessionSubscribe, SessionUnsubscribe};
+use crate::msg::{
+    ClientAck, InboundPubRel, InboundQos2, Message, SessionSubscribe, SessionUnsubscribe,
+};
 
 impl Connection {
     /// Dispatches one decoded packet.
@@ -28,18 +31,16 @@ impl Connection {
         };
         match packet {
             Packet::Publish(publish) => self.on_publish(publish, ctx),
-            Packet::PubRel(rel) => {
-                // [MQTT-4.3.3-11]: release the packet id; PUBCOMP whether or not it was known
-                // (3.x), with "not found" on MQTT 5.
-                let known = self.inbound_qos2.remove(&rel.packet_id);
-                let mut comp = PubResponse::success(rel.packet_id);
-                if !known && self.protocol().is_v5() {
-                    comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                }
-                self.send(&Packet::PubComp(comp));
-            }
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
-                // Acknowledgements of outbound QoS 1/2, which this broker does not send yet.
+            // The session owns inbound QoS 2 ids: it answers PUBCOMP.
+            Packet::PubRel(rel) => attachment.session.do_send(InboundPubRel {
+                conn_id: self.id,
+                packet_id: rel.packet_id,
+            }),
+            ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => {
+                attachment.session.do_send(ClientAck {
+                    conn_id: self.id,
+                    ack,
+                })
             }
             Packet::Subscribe(packet) => attachment.session.do_send(SessionSubscribe {
                 conn_id: self.id,
@@ -62,6 +63,11 @@ impl Connection {
                     return;
                 }
                 debug!(self.log, "client disconnected"; "reason" => %disconnect.reason);
+                // [MQTT-3.14.4-3]: a normal DISCONNECT discards the will; MQTT 5 reason 0x04
+                // asks for it to be published.
+                self.clean_disconnect =
+                    disconnect.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+                self.disconnect_expiry = expiry;
                 self.close(None, ctx);
             }
             Packet::Connect(_) => {
@@ -84,31 +90,17 @@ impl Connection {
             self.close(Some(reason), ctx);
             return;
         }
-        if publish.retain && self.protocol().is_v5() {
-            // CONNACK announced Retain Available = 0 ([MQTT-3.2.2-14]).
-            self.close(Some(ReasonCode::RETAIN_NOT_SUPPORTED), ctx);
+        if publish.qos == QoS::ExactlyOnce {
+            // The session keeps the id until PUBREL, across reconnects, and answers PUBREC.
+            if let Some(attachment) = &self.attachment {
+                attachment.session.do_send(InboundQos2 {
+                    conn_id: self.id,
+                    publish,
+                });
+            }
             return;
         }
         let packet_id = publish.packet_id;
-        let qos = publish.qos;
-        if qos == QoS::ExactlyOnce {
-            let Some(id) = packet_id else { return };
-            if !self.inbound_qos2.contains(&id) {
-                // Flow control: the broker's Receive Maximum bounds unreleased QoS 2 publishes
-                // ([MQTT-3.3.4-9]).
-                let max = self.config.receive_maximum.unwrap_or(u16::MAX);
-                if self.inbound_qos2.len() >= usize::from(max) {
-                    self.close(Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED), ctx);
-                    return;
-                }
-                self.inbound_qos2.insert(id);
-                self.route(publish);
-            }
-            // A duplicate (DUP or not) of an unreleased id is acknowledged, not routed again
-            // ([MQTT-4.3.3-10]).
-            self.send(&Packet::PubRec(PubResponse::success(id)));
-            return;
-        }
         self.route(publish);
         if let Some(id) = packet_id {
             self.send(&Packet::PubAck(PubResponse::success(id)));
@@ -141,16 +133,9 @@ impl Connection {
     }
 
     fn route(&mut self, publish: Publish) {
-        let properties = publish.properties.filter(|p| !p.is_empty());
-        let msg = Message {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
-            properties,
-            origin: self.attachment.as_ref().map(|a| a.session_id),
-        };
-        self.broker.router.route(Route(Arc::new(msg)));
+        let origin = self.attachment.as_ref().map(|a| a.session_id);
+        let msg = Message::from_publish(publish, origin, Instant::now());
+        self.broker.router.publish(Arc::new(msg));
     }
 
     /// A packet that cannot be decoded: answer per protocol and state, then close.
@@ -159,7 +144,7 @@ impl Connection {
         debug!(self.log, "bad packet"; "error" => %error, "reason" => %reason);
         match self.state {
             State::AwaitingConnect => {
-                if let DecodeError::UnsupportedProtocolVersion { .. } = error {
+                if let DecodeError::UnsupportedProtocolVersion { .. } = error.root() {
                     // [MQTT-3.1.2-2]: return code 1 in the 3.1.1 shape, which every version
                     // can read.
                     self.limits.protocol = Protocol::V311;

@@ -116,10 +116,19 @@ impl Connection {
                 }
                 Poll::Ready(Ok(n)) => {
                     self.outbuf.advance(n);
+                    self.written_total += n as u64;
                     wrote = true;
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if wrote {
+                        self.report_flushed();
+                    }
+                    return Poll::Pending;
+                }
             }
+        }
+        if wrote {
+            self.report_flushed();
         }
         if self.outbuf.capacity() > KEEP_CAPACITY {
             self.outbuf = BytesMut::new();

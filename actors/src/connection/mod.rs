@@ -12,7 +12,7 @@ mod connect;
 mod inbound;
 mod io;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -23,13 +23,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::BytesMut;
 use slog::{debug, o, Logger};
-use starling_proto::{
-    encode, Disconnect, Limits, Packet, PacketId, Protocol, ReasonCode, TopicName,
-};
+use starling_proto::{encode, Disconnect, Limits, Packet, Protocol, ReasonCode, TopicName};
 
 use crate::broker::{BrokerContext, Transport};
 use crate::config::MqttConfig;
-use crate::msg::{Detach, Kick, Outbound, SessionId};
+use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, SessionId};
 use crate::session::Session;
 
 /// How long a closing connection may take to flush its last bytes.
@@ -77,12 +75,19 @@ pub struct Connection {
     client_id: Option<Arc<str>>,
     /// MQTT 5 inbound topic aliases.
     aliases: HashMap<u16, TopicName>,
-    /// Inbound QoS 2 packet ids received and not yet released (PUBREL).
-    inbound_qos2: HashSet<PacketId>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
     connect_session_expiry: Option<u32>,
-    /// QoS 0 deliveries dropped because the client read too slowly.
-    dropped: u64,
+    /// Packets from the session that arrived before CONNACK was written; sent right after it.
+    pending: Vec<Packet>,
+    /// The client said goodbye properly (or the broker is shutting down): no will.
+    clean_disconnect: bool,
+    /// A new Session Expiry Interval from the client's DISCONNECT.
+    disconnect_expiry: Option<u32>,
+    /// Bytes written to the socket since the connection opened.
+    written_total: u64,
+    /// Deliveries in the write buffer: (stream offset where each ends, its weight), so the
+    /// session can be told when they have left (`Flushed`).
+    unflushed: VecDeque<(u64, usize)>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -125,9 +130,12 @@ impl Connection {
             attachment: None,
             client_id: None,
             aliases: HashMap::new(),
-            inbound_qos2: HashSet::new(),
             connect_session_expiry: None,
-            dropped: 0,
+            pending: Vec::new(),
+            clean_disconnect: false,
+            disconnect_expiry: None,
+            written_total: 0,
+            unflushed: VecDeque::new(),
         }
         .start()
     }
@@ -142,7 +150,32 @@ impl Connection {
         if let Err(e) = encode(packet, self.protocol(), &mut self.outbuf) {
             debug!(self.log, "packet not sent"; "type" => packet.kind(), "error" => %e);
         }
+        let weight = outbound_weight(packet);
+        if weight > 0 {
+            let end = self.written_total + self.outbuf.len() as u64;
+            self.unflushed.push_back((end, weight));
+        }
         self.wake_io();
+    }
+
+    /// After a write: tells the session how much of its deliveries left the buffer.
+    fn report_flushed(&mut self) {
+        let mut weight = 0;
+        while let Some(&(end, w)) = self.unflushed.front() {
+            if end > self.written_total {
+                break;
+            }
+            weight += w;
+            self.unflushed.pop_front();
+        }
+        if weight > 0 {
+            if let Some(attachment) = &self.attachment {
+                attachment.session.do_send(Flushed {
+                    conn_id: self.id,
+                    weight,
+                });
+            }
+        }
     }
 
     fn wake_io(&self) {
@@ -193,6 +226,8 @@ impl Connection {
             }
         };
         ctx.spawn(fut.into_actor(self).map(|_, act, ctx| {
+            // The broker goes away; the session's will is not the client's failure.
+            act.clean_disconnect = true;
             act.close(Some(ReasonCode::SERVER_SHUTTING_DOWN), ctx);
         }));
     }
@@ -217,9 +252,13 @@ impl Actor for Connection {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.broker.connections.fetch_sub(1, Ordering::Relaxed);
         if let Some(attachment) = &self.attachment {
-            attachment.session.do_send(Detach { conn_id: self.id });
+            attachment.session.do_send(Detach {
+                conn_id: self.id,
+                publish_will: !self.clean_disconnect,
+                new_expiry: self.disconnect_expiry,
+            });
         }
-        debug!(self.log, "connection closed"; "dropped" => self.dropped);
+        debug!(self.log, "connection closed");
     }
 }
 
@@ -227,20 +266,12 @@ impl Handler<Outbound> for Connection {
     type Result = ();
 
     fn handle(&mut self, Outbound(packet): Outbound, _: &mut Self::Context) {
-        if self.state != State::Connected {
-            return;
+        match self.state {
+            State::Connected => self.send(&packet),
+            // The session may answer before the Registry's reply reaches us: keep the order.
+            State::Connecting => self.pending.push(packet),
+            State::AwaitingConnect | State::Closing => {}
         }
-        // A reader that lets its buffer grow past the bound loses QoS 0 deliveries, not the
-        // broker its memory.
-        if let Packet::Publish(p) = &packet {
-            if p.qos == starling_proto::QoS::AtMostOnce
-                && self.outbuf.len() >= self.config.max_outbound_bytes
-            {
-                self.dropped += 1;
-                return;
-            }
-        }
-        self.send(&packet);
     }
 }
 

@@ -1,25 +1,33 @@
-//! The Session actor: one per client id, the owner of that client's subscriptions.
+//! The Session actor: one per client id, outliving its connections until it expires.
 //!
-//! A Session outlives its connections: a Connection attaches to it (through the Registry, which
-//! serialises attaches for one client id) and detaches when its socket ends. The Session is the
-//! source of truth for the client's subscriptions; the TopicNode shards hold copies for routing.
+//! It owns what the specification calls the session state: subscriptions (the source of truth;
+//! the TopicNode shards hold copies for routing), QoS 1/2 messages in flight to the client and
+//! the queue behind them (`proto::session::Outbound`), inbound QoS 2 packet ids awaiting PUBREL,
+//! and the will. A Connection attaches to it (through the Registry, which serialises attaches
+//! for one client id) and detaches when its socket ends.
+//!
 //! It never stops on its own: when it ends (a clean session's connection closed, or its expiry
 //! ran out) it says so to the Registry, which decides, so that an attach already on its way is
-//! never lost.
+//! never lost. Split by responsibility:
+//! - this file: attach, detach, takeover, expiry, the will;
+//! - `delivery`: messages to the client, acknowledgements, flow control, inbound QoS 2;
+//! - `subscriptions`: SUBSCRIBE / UNSUBSCRIBE and retained messages at subscribe time.
 
-use std::collections::HashMap;
+mod delivery;
+mod subscriptions;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{debug, info, o, Logger};
-use starling_proto::{
-    Packet, Publish, QoS, ReasonCode, SubAck, SubscriptionOptions, TopicFilter, UnsubAck,
-};
+use starling_proto::session::Outbound;
+use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 
+use crate::config::SessionConfig;
 use crate::msg::{
-    Attach, Attached, ClientLink, Deliver, Detach, EndSession, Kick, Outbound, SessionEnded,
-    SessionId, SessionSubscribe, SessionUnsubscribe, Subscriber,
+    Attach, Attached, ClientLink, Detach, EndSession, Kick, Message, SessionEnded, SessionId, Will,
 };
 use crate::registry::Registry;
 use crate::topic::Router;
@@ -31,6 +39,7 @@ pub struct Session {
     id: SessionId,
     registry: Addr<Registry>,
     router: Router,
+    config: SessionConfig,
     scan_interval: Duration,
     log: Logger,
     /// The attached connection, if the client is online.
@@ -39,6 +48,23 @@ pub struct Session {
     expiry: Option<u32>,
     /// Filter -> (options, subscription identifier): the source of truth.
     subscriptions: HashMap<TopicFilter, (SubscriptionOptions, Option<u32>)>,
+    /// QoS 1/2 in flight to the client and the bounded queue behind them.
+    out: Outbound<Arc<Message>>,
+    /// Delivery weight handed to the connection and not yet reported written.
+    in_transit: usize,
+    /// The client's Maximum Packet Size (MQTT 5): larger deliveries are dropped for it.
+    max_packet_size: Option<u32>,
+    /// Inbound QoS 2 packet ids routed and not yet released by PUBREL.
+    inbound_qos2: HashSet<PacketId>,
+    /// The broker's Receive Maximum for inbound QoS 2.
+    inbound_maximum: u16,
+    /// The will of the current (or last) connection.
+    will: Option<Will>,
+    will_timer: Option<SpawnHandle>,
+    /// Deliveries dropped because they exceeded the client's Maximum Packet Size.
+    dropped_too_large: u64,
+    /// When drops were last logged (drops are logged at most every few seconds).
+    drops_logged_at: Option<Instant>,
     /// Last attach generation seen (see `Attach::generation`).
     generation: u64,
     /// True once this session has asked the Registry to end it: its state is gone, and an
@@ -56,6 +82,7 @@ impl Session {
         id: SessionId,
         registry: Addr<Registry>,
         router: Router,
+        config: SessionConfig,
         scan_interval: Duration,
         log: &Logger,
     ) -> Session {
@@ -65,11 +92,21 @@ impl Session {
             id,
             registry,
             router,
+            config,
             scan_interval,
             log,
             link: None,
             expiry: Some(0),
             subscriptions: HashMap::new(),
+            out: Outbound::new(config.queue, config.max_inflight),
+            in_transit: 0,
+            max_packet_size: None,
+            inbound_qos2: HashSet::new(),
+            inbound_maximum: u16::MAX,
+            will: None,
+            will_timer: None,
+            dropped_too_large: 0,
+            drops_logged_at: None,
             generation: 0,
             ended: false,
             offline_since: None,
@@ -77,20 +114,30 @@ impl Session {
         }
     }
 
-    /// Drops every subscription (from the shards too).
+    /// Drops all session state: subscriptions (from the shards too), queue, flight, ids.
     fn clear_state(&mut self) {
         for filter in self.subscriptions.keys() {
             self.router.unsubscribe(filter, self.id);
         }
         self.subscriptions.clear();
+        self.out.clear();
+        self.inbound_qos2.clear();
     }
 
-    /// Ends the session: state dropped now, the Registry told; it stops us with `EndSession`.
-    fn end(&mut self, why: &'static str) {
+    /// Ends the session: a pending will goes out now ([MQTT-3.1.2-8]: at the latest when the
+    /// session ends), state is dropped, the Registry told; it stops us with `EndSession`.
+    fn end(&mut self, why: &'static str, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
         debug!(self.log, "session ended"; "why" => why);
+        if self.will_timer.take().is_some() {
+            self.publish_will();
+        }
+        self.will = None;
+        if let Some(timer) = self.expiry_timer.take() {
+            ctx.cancel_future(timer);
+        }
         self.clear_state();
         self.ended = true;
         self.registry.do_send(SessionEnded {
@@ -100,12 +147,6 @@ impl Session {
         });
     }
 
-    fn send(&self, packet: Packet) {
-        if let Some(link) = &self.link {
-            link.addr.do_send(Outbound(packet));
-        }
-    }
-
     fn is_current(&self, conn_id: u64) -> bool {
         self.link.as_ref().is_some_and(|l| l.conn_id == conn_id)
     }
@@ -113,15 +154,38 @@ impl Session {
     fn start_expiry_scan(&mut self, ctx: &mut Context<Self>) {
         let Some(seconds) = self.expiry else { return };
         let expiry = Duration::from_secs(u64::from(seconds));
-        let handle = ctx.run_interval(self.scan_interval, move |act, _| {
+        let handle = ctx.run_interval(self.scan_interval, move |act, ctx| {
             if act
                 .offline_since
                 .is_some_and(|since| since.elapsed() >= expiry)
             {
-                act.end("expired");
+                act.end("expired", ctx);
             }
         });
         self.expiry_timer = Some(handle);
+    }
+
+    /// Publishes the will now, if there is one.
+    fn publish_will(&mut self) {
+        if let Some(will) = self.will.take() {
+            debug!(self.log, "publishing will"; "topic" => %will.msg.topic);
+            self.router.publish(Arc::new(will.msg));
+        }
+    }
+
+    /// The connection ended abnormally: the will goes out after its delay
+    /// ([MQTT-3.1.3-9]: unless a new connection comes first, or the session ends first).
+    fn trigger_will(&mut self, ctx: &mut Context<Self>) {
+        let Some(will) = &self.will else { return };
+        if will.delay == 0 {
+            self.publish_will();
+            return;
+        }
+        let delay = Duration::from_secs(u64::from(will.delay));
+        self.will_timer = Some(ctx.run_later(delay, |act, _| {
+            act.will_timer = None;
+            act.publish_will();
+        }));
     }
 }
 
@@ -134,10 +198,22 @@ impl Handler<Attach> for Session {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
         self.generation = msg.generation;
+        let params = msg.params;
+        // A reconnect within the will delay cancels the will ([MQTT-3.1.3-9]).
+        if let Some(timer) = self.will_timer.take() {
+            ctx.cancel_future(timer);
+            self.will = None;
+        }
         if let Some(old) = self.link.take() {
             if old.conn_id != msg.link.conn_id {
-                info!(self.log, "session taken over"; "old_conn" => old.conn_id, "new_conn" => msg.link.conn_id);
+                info!(self.log, "session taken over";
+                    "old_conn" => old.conn_id, "new_conn" => msg.link.conn_id);
                 old.addr.do_send(Kick(ReasonCode::SESSION_TAKEN_OVER));
+                // The old connection ended abnormally; the new one is already here, so only a
+                // will without delay is published ([MQTT-3.1.4-3], [MQTT-3.1.3-9]).
+                if self.will.as_ref().is_some_and(|w| w.delay == 0) {
+                    self.publish_will();
+                }
             }
         }
         if let Some(timer) = self.expiry_timer.take() {
@@ -146,17 +222,28 @@ impl Handler<Attach> for Session {
         // A session is present when it existed before this CONNECT and the client did not ask
         // for a clean start ([MQTT-3.2.2-2], [MQTT-3.2.2-3]).
         let existed = msg.generation > 1 && !self.ended;
-        if msg.clean_start || self.ended {
+        if params.clean_start || self.ended {
             self.clear_state();
         }
         self.ended = false;
         self.offline_since = None;
-        self.expiry = msg.expiry;
+        self.expiry = params.expiry;
+        self.will = params.will;
+        self.max_packet_size = params.max_packet_size;
+        self.inbound_maximum = params.inbound_maximum;
+        self.out
+            .set_window(params.window.min(self.config.max_inflight));
+        self.in_transit = 0;
+        let protocol = msg.link.protocol;
         self.link = Some(msg.link);
+        let replay = self.replay(protocol);
+        // What queued while offline follows the replay (the Connection holds it until CONNACK).
+        self.pump();
         MessageResult(Attached {
             session: ctx.address(),
             session_id: self.id,
-            session_present: existed && !msg.clean_start,
+            session_present: existed && !params.clean_start,
+            replay,
         })
     }
 }
@@ -169,8 +256,17 @@ impl Handler<Detach> for Session {
             return;
         }
         self.link = None;
+        self.in_transit = 0;
+        if let Some(expiry) = msg.new_expiry {
+            self.expiry = (expiry != u32::MAX).then_some(expiry);
+        }
+        if msg.publish_will {
+            self.trigger_will(ctx);
+        } else {
+            self.will = None;
+        }
         if self.expiry == Some(0) {
-            self.end("connection closed");
+            self.end("connection closed", ctx);
         } else {
             self.offline_since = Some(Instant::now());
             self.start_expiry_scan(ctx);
@@ -183,99 +279,5 @@ impl Handler<EndSession> for Session {
 
     fn handle(&mut self, _: EndSession, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-impl Handler<SessionSubscribe> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: SessionSubscribe, ctx: &mut Self::Context) {
-        if !self.is_current(msg.conn_id) {
-            return;
-        }
-        let packet = msg.packet;
-        let subscription_id = packet
-            .properties
-            .as_ref()
-            .and_then(|p| p.subscription_identifiers.first().copied());
-        let mut reasons = Vec::with_capacity(packet.filters.len());
-        for (filter, mut options) in packet.filters {
-            if filter.shared_group().is_some() {
-                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                continue;
-            }
-            // Deliveries are QoS 0 until outbound QoS 1/2 lands: grant what is delivered.
-            options.qos = QoS::AtMostOnce;
-            let subscriber = Subscriber {
-                session: ctx.address(),
-                options,
-                subscription_id,
-            };
-            self.router.subscribe(&filter, self.id, &subscriber);
-            self.subscriptions
-                .insert(filter, (options, subscription_id));
-            reasons.push(ReasonCode::GRANTED_QOS_0);
-        }
-        self.send(Packet::SubAck(SubAck {
-            packet_id: packet.packet_id,
-            properties: None,
-            reasons,
-        }));
-    }
-}
-
-impl Handler<SessionUnsubscribe> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: SessionUnsubscribe, _: &mut Self::Context) {
-        if !self.is_current(msg.conn_id) {
-            return;
-        }
-        let packet = msg.packet;
-        let reasons = packet
-            .filters
-            .iter()
-            .map(|filter| {
-                if self.subscriptions.remove(filter).is_some() {
-                    self.router.unsubscribe(filter, self.id);
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::NO_SUBSCRIPTION_EXISTED
-                }
-            })
-            .collect();
-        self.send(Packet::UnsubAck(UnsubAck {
-            packet_id: packet.packet_id,
-            properties: None,
-            reasons,
-        }));
-    }
-}
-
-impl Handler<Deliver> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-        let Some(link) = &self.link else {
-            return;
-        };
-        let properties = if link.protocol.is_v5()
-            && (msg.msg.properties.is_some() || !msg.subscription_ids.is_empty())
-        {
-            let mut props = msg.msg.properties.as_deref().cloned().unwrap_or_default();
-            props.subscription_identifiers = msg.subscription_ids;
-            Some(Box::new(props))
-        } else {
-            None
-        };
-        link.addr.do_send(Outbound(Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: msg.retain,
-            topic: msg.msg.topic.clone(),
-            packet_id: None,
-            properties,
-            payload: msg.msg.payload.clone(),
-        })));
     }
 }

@@ -5,11 +5,11 @@
 //! not checked. Which version's rules apply comes from [`Limits::protocol`] (fixed by the
 //! connection's CONNECT), except for CONNECT itself, which carries its own version.
 //!
-//! - [`varint`]: the Variable Byte Integer.
-//! - [`reader`]: checked reads of the MQTT data types from a packet's bytes.
-//! - [`properties`]: MQTT 5 properties, and which packet may carry which.
-//! - [`decode`]: the fixed header, framing, and every packet's body.
-//! - [`encode`]: sizes first, then one reservation and the bytes.
+//! - `varint`: the Variable Byte Integer.
+//! - `reader`: checked reads of the MQTT data types from a packet's bytes.
+//! - `properties`: MQTT 5 properties, and which packet may carry which.
+//! - `decode`: the fixed header, framing, and every packet's body.
+//! - `encode`: sizes first, then one reservation and the bytes.
 
 mod decode;
 mod encode;

@@ -1,0 +1,360 @@
+//! The outbound half of a session: packet ids, the in-flight window, the bounded queue.
+//!
+//! Sans-IO and generic over the message type `M` (the broker uses `Arc<Message>`): the Session
+//! actor pushes deliveries in, asks what to send next, and feeds acknowledgements back. Time is
+//! passed in, so expiry is tested without a clock.
+//!
+//! Invariants:
+//! - at most `window` QoS 1/2 messages are in flight (sent, not completely acknowledged);
+//! - in-flight messages keep the order they were sent in, and are replayed in that order on
+//!   reconnect (PUBLISH with DUP=1, or PUBREL once PUBREC was received) [MQTT-4.4.0-1];
+//! - a packet id is never reused while in flight;
+//! - the queue never holds more than `max_messages` messages nor (when set) `max_bytes` bytes:
+//!   past that, deliveries are dropped per the policy, and counted.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU16;
+use std::time::Instant;
+
+use crate::packet::{PacketId, QoS};
+
+/// What to do when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DropPolicy {
+    /// Drop the oldest queued message to make room: subscribers see the freshest data.
+    #[default]
+    DropOldest,
+    /// Drop the message that does not fit.
+    DropNewest,
+}
+
+/// Limits of one session's outbound state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most messages waiting (not yet in flight).
+    pub max_messages: usize,
+    /// Most payload bytes waiting; 0 means no byte limit.
+    pub max_bytes: usize,
+    /// Which message goes when full.
+    pub policy: DropPolicy,
+    /// Queue QoS 0 messages while the client is offline (otherwise they are dropped).
+    pub queue_qos0_offline: bool,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_messages: 1000,
+            max_bytes: 0,
+            policy: DropPolicy::DropOldest,
+            queue_qos0_offline: false,
+        }
+    }
+}
+
+/// One message for this session, as the router delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery<M> {
+    /// The shared message.
+    pub msg: M,
+    /// Delivery QoS.
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers to send (MQTT 5).
+    pub subscription_ids: Vec<u32>,
+    /// When the message expires (MQTT 5 Message Expiry Interval); `None` never.
+    pub expires_at: Option<Instant>,
+    /// Payload size, for the byte bound of the queue.
+    pub size: usize,
+}
+
+/// Where an in-flight message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightState {
+    /// QoS 1, waiting for PUBACK.
+    AwaitingPubAck,
+    /// QoS 2, waiting for PUBREC.
+    AwaitingPubRec,
+    /// QoS 2, PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    AwaitingPubComp,
+}
+
+#[derive(Debug, Clone)]
+struct Inflight<M> {
+    id: PacketId,
+    state: InflightState,
+    delivery: Delivery<M>,
+}
+
+/// A packet the session should send now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Send<M> {
+    /// A PUBLISH; `packet_id` is `Some` for QoS 1/2, `dup` on replays.
+    Publish {
+        /// The delivery.
+        delivery: Delivery<M>,
+        /// Its packet id (QoS 1/2).
+        packet_id: Option<PacketId>,
+        /// DUP flag.
+        dup: bool,
+    },
+    /// A PUBREL for a QoS 2 message whose PUBREC came.
+    PubRel(PacketId),
+}
+
+/// Why an acknowledgement was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// No in-flight message has this id (MQTT 5: 0x92).
+    #[error("packet identifier not found")]
+    NotFound,
+    /// The message with this id is not waiting for this kind of acknowledgement.
+    #[error("unexpected acknowledgement for the packet identifier's state")]
+    WrongState,
+}
+
+/// Counters of what the queue dropped, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DropCounts {
+    /// Dropped because the queue was full.
+    pub queue_full: u64,
+    /// Dropped because they expired before they could be sent.
+    pub expired: u64,
+    /// QoS 0 messages dropped while the client was offline.
+    pub offline_qos0: u64,
+}
+
+/// The outbound state of one session.
+#[derive(Debug, Clone)]
+pub struct Outbound<M> {
+    limits: QueueLimits,
+    window: u16,
+    queue: VecDeque<Delivery<M>>,
+    queued_bytes: usize,
+    inflight: VecDeque<Inflight<M>>,
+    next_id: u16,
+    drops: DropCounts,
+}
+
+impl<M: Clone> Outbound<M> {
+    /// Empty state with these limits and a window of `window` in-flight messages (>= 1).
+    pub fn new(limits: QueueLimits, window: u16) -> Outbound<M> {
+        Outbound {
+            limits,
+            window: window.max(1),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight: VecDeque::new(),
+            next_id: 1,
+            drops: DropCounts::default(),
+        }
+    }
+
+    /// Sets the in-flight window: min(the client's Receive Maximum, the broker's limit).
+    pub fn set_window(&mut self, window: u16) {
+        self.window = window.max(1);
+    }
+
+    /// Changes the queue limits (existing messages stay until sent or dropped).
+    pub fn set_limits(&mut self, limits: QueueLimits) {
+        self.limits = limits;
+    }
+
+    /// What was dropped so far.
+    pub fn drops(&self) -> DropCounts {
+        self.drops
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Payload bytes waiting to be sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// QoS 1/2 messages sent and not completely acknowledged.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Forgets everything (clean start, or the session ended).
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.inflight.clear();
+    }
+
+    /// Adds a delivery at the back of the queue. `online` tells whether the client is
+    /// connected: QoS 0 messages for an offline client are dropped unless configured otherwise.
+    /// Returns false when the delivery itself was dropped.
+    pub fn push(&mut self, delivery: Delivery<M>, online: bool) -> bool {
+        if !online && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
+            self.drops.offline_qos0 += 1;
+            return false;
+        }
+        while self.is_full_for(delivery.size) {
+            match self.limits.policy {
+                DropPolicy::DropNewest => {
+                    self.drops.queue_full += 1;
+                    return false;
+                }
+                DropPolicy::DropOldest => match self.queue.pop_front() {
+                    Some(old) => {
+                        self.queued_bytes -= old.size;
+                        self.drops.queue_full += 1;
+                    }
+                    None => {
+                        // A single message larger than the byte bound never fits.
+                        self.drops.queue_full += 1;
+                        return false;
+                    }
+                },
+            }
+        }
+        self.queued_bytes += delivery.size;
+        self.queue.push_back(delivery);
+        true
+    }
+
+    /// Adds a delivery regardless of the queue bounds: for messages whose payload is held
+    /// elsewhere anyway (retained messages sent at subscribe time), so that a subscriber gets
+    /// all of them. Counted in the queue's size like any other.
+    pub fn push_unbounded(&mut self, delivery: Delivery<M>) -> bool {
+        self.queued_bytes += delivery.size;
+        self.queue.push_back(delivery);
+        true
+    }
+
+    fn is_full_for(&self, size: usize) -> bool {
+        self.queue.len() >= self.limits.max_messages
+            || (self.limits.max_bytes > 0 && self.queued_bytes + size > self.limits.max_bytes)
+    }
+
+    /// The next queued message that may be sent now, moving QoS 1/2 into flight with a fresh
+    /// packet id. `None` when the queue is empty, or its head is QoS 1/2 and the window is full
+    /// (QoS 0 behind it waits too, so order per subscription is kept). Expired messages are
+    /// dropped on the way.
+    pub fn next_send(&mut self, now: Instant) -> Option<Send<M>> {
+        loop {
+            let head = self.queue.front()?;
+            if head.expires_at.is_some_and(|at| at <= now) {
+                if let Some(expired) = self.queue.pop_front() {
+                    self.queued_bytes -= expired.size;
+                    self.drops.expired += 1;
+                }
+                continue;
+            }
+            if head.qos != QoS::AtMostOnce && self.inflight.len() >= usize::from(self.window) {
+                return None;
+            }
+            let delivery = self.queue.pop_front()?;
+            self.queued_bytes -= delivery.size;
+            if delivery.qos == QoS::AtMostOnce {
+                return Some(Send::Publish {
+                    delivery,
+                    packet_id: None,
+                    dup: false,
+                });
+            }
+            let id = self.allocate_id();
+            let state = if delivery.qos == QoS::AtLeastOnce {
+                InflightState::AwaitingPubAck
+            } else {
+                InflightState::AwaitingPubRec
+            };
+            self.inflight.push_back(Inflight {
+                id,
+                state,
+                delivery: delivery.clone(),
+            });
+            return Some(Send::Publish {
+                delivery,
+                packet_id: Some(id),
+                dup: false,
+            });
+        }
+    }
+
+    fn allocate_id(&mut self) -> PacketId {
+        loop {
+            let candidate = self.next_id;
+            self.next_id = if self.next_id == u16::MAX { 1 } else { self.next_id + 1 };
+            if let Some(id) = NonZeroU16::new(candidate) {
+                if !self.inflight.iter().any(|f| f.id == id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    fn position(&self, id: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|f| f.id == id)
+    }
+
+    /// PUBACK for a QoS 1 message: it is done.
+    pub fn puback(&mut self, id: PacketId) -> Result<(), AckError> {
+        let i = self.position(id).ok_or(AckError::NotFound)?;
+        if self.inflight[i].state != InflightState::AwaitingPubAck {
+            return Err(AckError::WrongState);
+        }
+        self.inflight.remove(i);
+        Ok(())
+    }
+
+    /// PUBREC for a QoS 2 message: the caller sends PUBREL (also for a repeated PUBREC).
+    pub fn pubrec(&mut self, id: PacketId) -> Result<(), AckError> {
+        let i = self.position(id).ok_or(AckError::NotFound)?;
+        let entry = &mut self.inflight[i];
+        match entry.state {
+            InflightState::AwaitingPubRec | InflightState::AwaitingPubComp => {
+                entry.state = InflightState::AwaitingPubComp;
+                Ok(())
+            }
+            InflightState::AwaitingPubAck => Err(AckError::WrongState),
+        }
+    }
+
+    /// PUBREC with a failure reason (MQTT 5): the message is done, no PUBREL follows.
+    pub fn pubrec_failed(&mut self, id: PacketId) -> Result<(), AckError> {
+        let i = self.position(id).ok_or(AckError::NotFound)?;
+        if self.inflight[i].state != InflightState::AwaitingPubRec {
+            return Err(AckError::WrongState);
+        }
+        self.inflight.remove(i);
+        Ok(())
+    }
+
+    /// PUBCOMP for a QoS 2 message: it is done.
+    pub fn pubcomp(&mut self, id: PacketId) -> Result<(), AckError> {
+        let i = self.position(id).ok_or(AckError::NotFound)?;
+        if self.inflight[i].state != InflightState::AwaitingPubComp {
+            return Err(AckError::WrongState);
+        }
+        self.inflight.remove(i);
+        Ok(())
+    }
+
+    /// What to resend on a reconnect, in the original order: PUBLISH with DUP=1 for messages
+    /// not yet acknowledged, PUBREL for QoS 2 messages whose PUBREC came ([MQTT-4.4.0-1]).
+    pub fn replay(&self) -> Vec<Send<M>> {
+        self.inflight
+            .iter()
+            .map(|f| match f.state {
+                InflightState::AwaitingPubComp => Send::PubRel(f.id),
+                _ => Send::Publish {
+                    delivery: f.delivery.clone(),
+                    packet_id: Some(f.id),
+                    dup: true,
+                },
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

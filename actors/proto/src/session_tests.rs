@@ -1,0 +1,228 @@
+//! Unit tests of the outbound session state machine.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn d(n: u32, qos: QoS) -> Delivery<u32> {
+    Delivery {
+        msg: n,
+        qos,
+        retain: false,
+        subscription_ids: Vec::new(),
+        expires_at: None,
+        size: 10,
+    }
+}
+
+fn sent_msg(send: Option<Send<u32>>) -> (u32, Option<PacketId>, bool) {
+    match send {
+        Some(Send::Publish {
+            delivery,
+            packet_id,
+            dup,
+        }) => (delivery.msg, packet_id, dup),
+        other => panic!("expected a PUBLISH, got {other:?}"),
+    }
+}
+
+fn id(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero")
+}
+
+#[test]
+fn the_window_bounds_messages_in_flight_and_acks_open_it() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 2);
+    for n in 0..5 {
+        assert!(out.push(d(n, QoS::AtLeastOnce), true));
+    }
+    assert_eq!(sent_msg(out.next_send(now)), (0, Some(id(1)), false));
+    assert_eq!(sent_msg(out.next_send(now)), (1, Some(id(2)), false));
+    assert_eq!(out.next_send(now), None, "window of 2 is full");
+    assert_eq!(out.puback(id(1)), Ok(()));
+    assert_eq!(sent_msg(out.next_send(now)), (2, Some(id(3)), false));
+    assert_eq!(out.inflight(), 2);
+    assert_eq!(out.queued(), 2);
+}
+
+#[test]
+fn qos0_behind_a_blocked_qos1_head_waits_to_keep_order() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 1);
+    out.push(d(0, QoS::AtLeastOnce), true);
+    out.push(d(1, QoS::AtLeastOnce), true);
+    out.push(d(2, QoS::AtMostOnce), true);
+    assert_eq!(sent_msg(out.next_send(now)).0, 0);
+    assert_eq!(out.next_send(now), None);
+    out.puback(id(1)).expect("ack");
+    assert_eq!(sent_msg(out.next_send(now)).0, 1);
+    // Now the QoS 0 message is at the head and needs no window.
+    assert_eq!(sent_msg(out.next_send(now)), (2, None, false));
+    assert_eq!(out.next_send(now), None);
+}
+
+#[test]
+fn qos0_is_sent_without_a_packet_id_and_never_in_flight() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 1);
+    out.push(d(7, QoS::AtMostOnce), true);
+    assert_eq!(sent_msg(out.next_send(now)), (7, None, false));
+    assert_eq!(out.inflight(), 0);
+}
+
+#[test]
+fn qos2_goes_through_pubrec_and_pubcomp() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 10);
+    out.push(d(1, QoS::ExactlyOnce), true);
+    let (_, pid, _) = sent_msg(out.next_send(now));
+    let pid = pid.expect("id");
+    assert_eq!(out.pubcomp(pid), Err(AckError::WrongState));
+    assert_eq!(out.puback(pid), Err(AckError::WrongState));
+    assert_eq!(out.pubrec(pid), Ok(()));
+    assert_eq!(out.pubrec(pid), Ok(()), "a repeated PUBREC is answered again");
+    assert_eq!(out.replay(), vec![Send::PubRel(pid)]);
+    assert_eq!(out.pubcomp(pid), Ok(()));
+    assert_eq!(out.inflight(), 0);
+    assert_eq!(out.pubcomp(pid), Err(AckError::NotFound));
+}
+
+#[test]
+fn replay_resends_unacknowledged_publishes_with_dup_in_order() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 10);
+    for n in 0..3 {
+        out.push(d(n, QoS::ExactlyOnce), true);
+        out.next_send(now);
+    }
+    out.pubrec(id(2)).expect("pubrec");
+    let replay = out.replay();
+    assert_eq!(replay.len(), 3);
+    assert_eq!(sent_msg(Some(replay[0].clone())), (0, Some(id(1)), true));
+    assert_eq!(replay[1], Send::PubRel(id(2)));
+    assert_eq!(sent_msg(Some(replay[2].clone())), (2, Some(id(3)), true));
+}
+
+#[test]
+fn packet_ids_are_not_reused_while_in_flight() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 3);
+    out.next_id = u16::MAX;
+    for n in 0..3 {
+        out.push(d(n, QoS::AtLeastOnce), true);
+    }
+    assert_eq!(sent_msg(out.next_send(now)).1, Some(id(u16::MAX)));
+    assert_eq!(sent_msg(out.next_send(now)).1, Some(id(1)), "wraps past 0");
+    out.next_id = u16::MAX;
+    assert_eq!(
+        sent_msg(out.next_send(now)).1,
+        Some(id(2)),
+        "skips ids still in flight"
+    );
+}
+
+#[test]
+fn a_full_queue_drops_the_oldest_by_default_and_counts_it() {
+    let limits = QueueLimits {
+        max_messages: 2,
+        ..QueueLimits::default()
+    };
+    let mut out = Outbound::new(limits, 1);
+    for n in 0..4 {
+        assert!(out.push(d(n, QoS::AtLeastOnce), false));
+    }
+    assert_eq!(out.queued(), 2);
+    assert_eq!(out.drops().queue_full, 2);
+    let now = Instant::now();
+    assert_eq!(sent_msg(out.next_send(now)).0, 2);
+}
+
+#[test]
+fn drop_newest_keeps_what_was_queued_first() {
+    let limits = QueueLimits {
+        max_messages: 2,
+        policy: DropPolicy::DropNewest,
+        ..QueueLimits::default()
+    };
+    let mut out = Outbound::new(limits, 1);
+    assert!(out.push(d(0, QoS::AtLeastOnce), false));
+    assert!(out.push(d(1, QoS::AtLeastOnce), false));
+    assert!(!out.push(d(2, QoS::AtLeastOnce), false));
+    assert_eq!(out.drops().queue_full, 1);
+    assert_eq!(sent_msg(out.next_send(Instant::now())).0, 0);
+}
+
+#[test]
+fn the_byte_bound_limits_the_queue_too() {
+    let limits = QueueLimits {
+        max_messages: 100,
+        max_bytes: 25,
+        ..QueueLimits::default()
+    };
+    let mut out = Outbound::new(limits, 1);
+    for n in 0..5 {
+        out.push(d(n, QoS::AtLeastOnce), false);
+    }
+    assert_eq!(out.queued(), 2);
+    assert_eq!(out.queued_bytes(), 20);
+    let mut big = d(9, QoS::AtLeastOnce);
+    big.size = 26;
+    assert!(!out.push(big, false), "a message over the byte bound never fits");
+}
+
+#[test]
+fn offline_qos0_is_dropped_unless_configured() {
+    let mut out = Outbound::new(QueueLimits::default(), 1);
+    assert!(!out.push(d(0, QoS::AtMostOnce), false));
+    assert_eq!(out.drops().offline_qos0, 1);
+    out.set_limits(QueueLimits {
+        queue_qos0_offline: true,
+        ..QueueLimits::default()
+    });
+    assert!(out.push(d(1, QoS::AtMostOnce), false));
+}
+
+#[test]
+fn expired_messages_are_dropped_before_sending() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 5);
+    let mut old = d(0, QoS::AtLeastOnce);
+    old.expires_at = Some(now);
+    out.push(old, true);
+    let mut fresh = d(1, QoS::AtLeastOnce);
+    fresh.expires_at = Some(now + Duration::from_secs(5));
+    out.push(fresh, true);
+    assert_eq!(sent_msg(out.next_send(now)).0, 1);
+    assert_eq!(out.drops().expired, 1);
+    assert_eq!(out.queued_bytes(), 0);
+}
+
+#[test]
+fn clear_forgets_queue_and_flight() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 5);
+    out.push(d(0, QoS::AtLeastOnce), true);
+    out.push(d(1, QoS::AtLeastOnce), true);
+    out.next_send(now);
+    out.clear();
+    assert_eq!((out.queued(), out.inflight(), out.queued_bytes()), (0, 0, 0));
+    assert!(out.replay().is_empty());
+}
+
+#[test]
+fn push_unbounded_ignores_the_bounds_but_keeps_order() {
+    let limits = QueueLimits {
+        max_messages: 1,
+        ..QueueLimits::default()
+    };
+    let mut out = Outbound::new(limits, 10);
+    for n in 0..3 {
+        assert!(out.push_unbounded(d(n, QoS::AtLeastOnce)));
+    }
+    assert_eq!(out.queued(), 3);
+    let now = Instant::now();
+    for n in 0..3 {
+        assert_eq!(sent_msg(out.next_send(now)).0, n);
+    }
+}

@@ -1,0 +1,278 @@
+//! A session's traffic with its client: deliveries out (through the in-flight window, the
+//! bounded queue and the connection's write budget), acknowledgements back, and inbound QoS 2.
+//!
+//! Flow control has two bounds. The in-flight window (the client's Receive Maximum, capped by
+//! `max_inflight_messages`) bounds unacknowledged QoS 1/2 messages. The write budget
+//! (`max_in_transit`) bounds delivery bytes handed to the Connection and not yet written to the
+//! socket; the Connection reports writes with `Flushed`. What does not fit waits in the bounded
+//! queue, so a client that stops reading costs at most its queue, never the broker's memory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use slog::{debug, warn};
+use starling_proto::session::{AckError, Delivery, Send};
+use starling_proto::{encoded_len, Packet, Protocol, PubResponse, Publish, ReasonCode};
+
+use super::Session;
+use crate::msg::{
+    outbound_weight, ClientAck, Deliver, Flushed, InboundPubRel, InboundQos2, Kick, Message,
+    Outbound,
+};
+
+/// How often (at most) drop counters are logged.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Session {
+    /// Sends queued messages while the window and the write budget allow.
+    pub(super) fn pump(&mut self) {
+        let Some(link) = &self.link else { return };
+        let protocol = link.protocol;
+        let now = Instant::now();
+        while self.in_transit < self.config.max_in_transit {
+            let Some(send) = self.out.next_send(now) else {
+                break;
+            };
+            let packet = self.to_packet(send, protocol, now);
+            self.in_transit += outbound_weight(&packet);
+            if let Some(link) = &self.link {
+                link.addr.do_send(Outbound(packet));
+            }
+        }
+    }
+
+    /// In-flight messages to resend after a reconnect, as packets, counted as in transit.
+    pub(super) fn replay(&mut self, protocol: Protocol) -> Vec<Packet> {
+        let now = Instant::now();
+        let packets: Vec<Packet> = self
+            .out
+            .replay()
+            .into_iter()
+            .map(|send| self.to_packet(send, protocol, now))
+            .collect();
+        self.in_transit += packets.iter().map(outbound_weight).sum::<usize>();
+        packets
+    }
+
+    fn to_packet(&self, send: Send<Arc<Message>>, protocol: Protocol, now: Instant) -> Packet {
+        match send {
+            Send::PubRel(id) => Packet::PubRel(PubResponse::success(id)),
+            Send::Publish {
+                delivery,
+                packet_id,
+                dup,
+            } => Packet::Publish(publish_packet(&delivery, packet_id, dup, protocol, now)),
+        }
+    }
+
+    fn note_drop(&mut self) {
+        let now = Instant::now();
+        if self
+            .drops_logged_at
+            .is_none_or(|at| now.duration_since(at) >= DROP_LOG_INTERVAL)
+        {
+            self.drops_logged_at = Some(now);
+            let drops = self.out.drops();
+            warn!(self.log, "dropping messages for a slow or offline client";
+                "queue_full" => drops.queue_full,
+                "offline_qos0" => drops.offline_qos0,
+                "expired" => drops.expired,
+                "too_large" => self.dropped_too_large,
+                "queued" => self.out.queued());
+        }
+    }
+
+    /// Queues a delivery for the client and sends what may go now. Retained messages sent at
+    /// subscribe time skip the queue bound: their payloads are shared with the RetainStore, so
+    /// queueing them costs a pointer each, and a subscriber must get all of them.
+    pub(super) fn deliver(&mut self, delivery: Delivery<Arc<Message>>, bounded: bool) {
+        if self.too_large_for_client(&delivery) {
+            self.dropped_too_large += 1;
+            self.note_drop();
+            return;
+        }
+        let online = self.link.is_some();
+        let queued = if bounded {
+            self.out.push(delivery, online)
+        } else {
+            self.out.push_unbounded(delivery)
+        };
+        if !queued {
+            self.note_drop();
+        }
+        self.pump();
+    }
+
+    /// [MQTT-3.1.2-25]: a packet larger than the client's Maximum Packet Size is discarded as
+    /// if it had been sent. Exact sizes are only computed near the limit.
+    fn too_large_for_client(&self, delivery: &Delivery<Arc<Message>>) -> bool {
+        let (Some(max), Some(link)) = (self.max_packet_size, &self.link) else {
+            return false;
+        };
+        let max = max as usize;
+        let rough = delivery.msg.payload.len() + delivery.msg.topic.as_str().len();
+        if rough + 1024 < max {
+            return false;
+        }
+        let probe = publish_packet(
+            delivery,
+            Some(starling_proto::PacketId::MIN),
+            false,
+            link.protocol,
+            Instant::now(),
+        );
+        encoded_len(&Packet::Publish(probe), link.protocol).map_or(true, |len| len > max)
+    }
+}
+
+/// The PUBLISH for a delivery: the message's properties with the remaining expiry interval and
+/// this subscriber's subscription identifiers (MQTT 5 only).
+fn publish_packet(
+    delivery: &Delivery<Arc<Message>>,
+    packet_id: Option<starling_proto::PacketId>,
+    dup: bool,
+    protocol: Protocol,
+    now: Instant,
+) -> Publish {
+    let msg = &delivery.msg;
+    let properties = if protocol.is_v5()
+        && (msg.properties.is_some()
+            || !delivery.subscription_ids.is_empty()
+            || msg.expires_at.is_some())
+    {
+        let mut props = msg.properties.as_deref().cloned().unwrap_or_default();
+        props.subscription_identifiers = delivery.subscription_ids.clone();
+        if let Some(at) = msg.expires_at {
+            // [MQTT-3.3.2-6]: the interval sent is what remains.
+            let left = at.saturating_duration_since(now);
+            props.message_expiry_interval = Some(left.as_secs_f64().ceil() as u32);
+        }
+        Some(Box::new(props))
+    } else {
+        None
+    };
+    Publish {
+        dup,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        topic: msg.topic.clone(),
+        packet_id,
+        properties,
+        payload: msg.payload.clone(),
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        let delivery = Delivery {
+            size: msg.msg.payload.len(),
+            expires_at: msg.msg.expires_at,
+            msg: msg.msg,
+            qos: msg.qos,
+            retain: msg.retain,
+            subscription_ids: msg.subscription_ids,
+        };
+        self.deliver(delivery, true);
+    }
+}
+
+impl Handler<Flushed> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flushed, _: &mut Self::Context) {
+        if self.is_current(msg.conn_id) {
+            self.in_transit = self.in_transit.saturating_sub(msg.weight);
+            self.pump();
+        }
+    }
+}
+
+impl Handler<ClientAck> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClientAck, _: &mut Self::Context) {
+        if !self.is_current(msg.conn_id) {
+            return;
+        }
+        let result = match &msg.ack {
+            Packet::PubAck(ack) => self.out.puback(ack.packet_id),
+            Packet::PubRec(rec) if rec.reason.is_success() => {
+                let result = self.out.pubrec(rec.packet_id);
+                let mut rel = PubResponse::success(rec.packet_id);
+                if result == Err(AckError::NotFound) {
+                    rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                if result != Err(AckError::WrongState) {
+                    self.send_control(Packet::PubRel(rel));
+                }
+                result
+            }
+            // MQTT 5: a PUBREC with a failure code ends the exchange ([MQTT-4.3.3-4]).
+            Packet::PubRec(rec) => self.out.pubrec_failed(rec.packet_id),
+            Packet::PubComp(comp) => self.out.pubcomp(comp.packet_id),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            debug!(self.log, "acknowledgement ignored"; "packet" => msg.ack.kind(), "error" => %e);
+        }
+        self.pump();
+    }
+}
+
+impl Session {
+    pub(super) fn send_control(&self, packet: Packet) {
+        if let Some(link) = &self.link {
+            link.addr.do_send(Outbound(packet));
+        }
+    }
+}
+
+impl Handler<InboundQos2> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: InboundQos2, _: &mut Self::Context) {
+        if !self.is_current(msg.conn_id) {
+            return;
+        }
+        let Some(id) = msg.publish.packet_id else {
+            return;
+        };
+        if !self.inbound_qos2.contains(&id) {
+            // [MQTT-3.3.4-9]: more unreleased QoS 2 publishes than the broker's Receive
+            // Maximum is a protocol violation.
+            if self.inbound_qos2.len() >= usize::from(self.inbound_maximum) {
+                if let Some(link) = &self.link {
+                    link.addr
+                        .do_send(Kick(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+                }
+                return;
+            }
+            self.inbound_qos2.insert(id);
+            let message = Message::from_publish(msg.publish, Some(self.id), Instant::now());
+            self.router.publish(Arc::new(message));
+        }
+        // A resend of an unreleased id is acknowledged again, not routed twice
+        // ([MQTT-4.3.3-10]).
+        self.send_control(Packet::PubRec(PubResponse::success(id)));
+    }
+}
+
+impl Handler<InboundPubRel> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: InboundPubRel, _: &mut Self::Context) {
+        if !self.is_current(msg.conn_id) {
+            return;
+        }
+        let known = self.inbound_qos2.remove(&msg.packet_id);
+        let mut comp = PubResponse::success(msg.packet_id);
+        let v5 = self.link.as_ref().is_some_and(|l| l.protocol.is_v5());
+        if !known && v5 {
+            comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.send_control(Packet::PubComp(comp));
+    }
+}

@@ -1,0 +1,148 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the session records the filter (its source of truth), tells the
+//! TopicNode shards, answers SUBACK / UNSUBACK, then sends the retained messages the new
+//! subscriptions match.
+//!
+//! SUBACK goes to the Connection through the same mailbox as deliveries, so it always arrives
+//! before any message the new subscription matched. While the RetainStore answers, the session
+//! waits (`ctx.wait`): live deliveries queue in its mailbox and follow the retained ones, so a
+//! subscriber never sees a retained message after a newer live one on the same subscription.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use slog::warn;
+use starling_proto::session::Delivery;
+use starling_proto::{Packet, QoS, ReasonCode, RetainHandling, SubAck, TopicFilter, UnsubAck};
+
+use super::Session;
+use crate::msg::{SessionSubscribe, SessionUnsubscribe, Subscriber};
+use crate::retain::MatchRetained;
+
+/// A filter whose retained messages are sent after SUBACK.
+struct RetainedRequest {
+    filter: TopicFilter,
+    qos: QoS,
+    subscription_id: Option<u32>,
+}
+
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+        QoS::AtLeastOnce => ReasonCode::GRANTED_QOS_1,
+        QoS::ExactlyOnce => ReasonCode::GRANTED_QOS_2,
+    }
+}
+
+impl Handler<SessionSubscribe> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionSubscribe, ctx: &mut Self::Context) {
+        if !self.is_current(msg.conn_id) {
+            return;
+        }
+        let packet = msg.packet;
+        let subscription_id = packet
+            .properties
+            .as_ref()
+            .and_then(|p| p.subscription_identifiers.first().copied());
+        let mut reasons = Vec::with_capacity(packet.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in packet.filters {
+            if filter.shared_group().is_some() {
+                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                continue;
+            }
+            let subscriber = Subscriber {
+                session: ctx.address(),
+                options,
+                subscription_id,
+            };
+            // [MQTT-3.8.4-3]: a subscription to an existing filter replaces it.
+            self.router.subscribe(&filter, self.id, &subscriber);
+            let existed = self
+                .subscriptions
+                .insert(filter.clone(), (options, subscription_id))
+                .is_some();
+            reasons.push(granted(options.qos));
+            let send_retained = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained {
+                retained.push(RetainedRequest {
+                    filter,
+                    qos: options.qos,
+                    subscription_id,
+                });
+            }
+        }
+        self.send_control(Packet::SubAck(SubAck {
+            packet_id: packet.packet_id,
+            properties: None,
+            reasons,
+        }));
+        if !retained.is_empty() {
+            self.send_retained(retained, ctx);
+        }
+    }
+}
+
+impl Session {
+    fn send_retained(&mut self, requests: Vec<RetainedRequest>, ctx: &mut Context<Self>) {
+        let filters = requests.iter().map(|r| r.filter.clone()).collect();
+        let query = self.router.retain_store().send(MatchRetained { filters });
+        ctx.wait(query.into_actor(self).map(move |answer, act, _| {
+            let found = match answer {
+                Ok(found) => found,
+                Err(e) => {
+                    warn!(act.log, "retained messages unavailable"; "error" => %e);
+                    return;
+                }
+            };
+            for (index, msg) in found {
+                let Some(request) = requests.get(index) else {
+                    continue;
+                };
+                // [MQTT-3.3.1-8]: retained messages sent for a new subscription keep RETAIN=1.
+                let delivery = Delivery {
+                    qos: msg.qos.min(request.qos),
+                    retain: true,
+                    subscription_ids: request.subscription_id.into_iter().collect(),
+                    expires_at: msg.expires_at,
+                    size: msg.payload.len(),
+                    msg: Arc::clone(&msg),
+                };
+                act.deliver(delivery, false);
+            }
+        }));
+    }
+}
+
+impl Handler<SessionUnsubscribe> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionUnsubscribe, _: &mut Self::Context) {
+        if !self.is_current(msg.conn_id) {
+            return;
+        }
+        let packet = msg.packet;
+        let reasons = packet
+            .filters
+            .iter()
+            .map(|filter| {
+                if self.subscriptions.remove(filter).is_some() {
+                    self.router.unsubscribe(filter, self.id);
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        self.send_control(Packet::UnsubAck(UnsubAck {
+            packet_id: packet.packet_id,
+            properties: None,
+            reasons,
+        }));
+    }
+}
