@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{info, o, Logger};
-use starling_actors::broker::Broker;
+use starling_actors::broker::{Broker, BrokerHandle};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -44,6 +44,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<(String, SocketAddr)>,
+    broker: BrokerHandle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -60,6 +61,11 @@ impl Server {
             .iter()
             .find(|(name, _)| name == acceptor)
             .map(|(_, addr)| *addr)
+    }
+
+    /// A handle on the broker's actors (session snapshots, connection count).
+    pub fn broker(&self) -> &BrokerHandle {
+        &self.broker
     }
 
     /// Stops accepting, closes every connection (MQTT 5: DISCONNECT 0x8B), and waits for the
@@ -136,7 +142,7 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
                         log,
                     )));
                 }
-                if ready_tx.send(Ok(addrs)).is_err() {
+                if ready_tx.send(Ok((addrs, broker.handle()))).is_err() {
                     return;
                 }
                 let _ = stop_rx.await;
@@ -159,8 +165,9 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
         })
         .map_err(|e| StartError::Thread(e.to_string()))?;
     match ready_rx.recv() {
-        Ok(Ok(addrs)) => Ok(Server {
+        Ok(Ok((addrs, broker))) => Ok(Server {
             addrs,
+            broker,
             stop: Some(stop_tx),
             thread: Some(thread),
         }),

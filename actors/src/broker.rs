@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::connection::Connection;
+use crate::msg::{QuerySession, SessionInfo};
 use crate::registry::Registry;
 use crate::retain::RetainStore;
 use crate::topic::{Router, TopicNode};
@@ -62,6 +63,18 @@ impl BrokerHandle {
     /// Connections currently open.
     pub fn connection_count(&self) -> usize {
         self.0.connections.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the session of `client_id`, if there is one. Usable from any runtime.
+    pub async fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
+        self.0
+            .registry
+            .send(QuerySession {
+                client_id: client_id.to_owned(),
+            })
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -316,3 +316,33 @@ pub struct Outbound(pub Packet);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Kick(pub ReasonCode);
+
+/// Anyone -> Registry -> Session: what a session holds right now (tests, operators).
+#[derive(Debug, Message)]
+#[rtype(result = "Option<SessionInfo>")]
+pub struct QuerySession {
+    /// The client id.
+    pub client_id: String,
+}
+
+/// Registry -> Session: report your state.
+#[derive(Debug, Message)]
+#[rtype(result = "SessionInfo")]
+pub struct GetSessionInfo;
+
+/// A snapshot of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// A connection is attached.
+    pub online: bool,
+    /// Subscriptions held.
+    pub subscriptions: usize,
+    /// Messages waiting in the queue.
+    pub queued: usize,
+    /// QoS 1/2 messages in flight.
+    pub inflight: usize,
+    /// What the queue dropped, by cause.
+    pub drops: starling_proto::session::DropCounts,
+    /// Deliveries dropped for exceeding the client's Maximum Packet Size.
+    pub dropped_too_large: u64,
+}

@@ -14,7 +14,8 @@ use slog::{debug, o, warn, Logger};
 
 use crate::config::SessionConfig;
 use crate::msg::{
-    Attach, Attached, EndSession, OpenSession, SessionEnded, SessionId, SessionUnavailable,
+    Attach, Attached, EndSession, GetSessionInfo, OpenSession, QuerySession, SessionEnded,
+    SessionId, SessionInfo, SessionUnavailable,
 };
 use crate::session::Session;
 use crate::topic::Router;
@@ -127,5 +128,22 @@ impl Handler<SessionEnded> for Registry {
         if let Some(entry) = self.sessions.remove(&msg.client_id) {
             entry.addr.do_send(EndSession);
         }
+    }
+}
+
+impl Handler<QuerySession> for Registry {
+    type Result = ResponseFuture<Option<SessionInfo>>;
+
+    fn handle(&mut self, msg: QuerySession, _: &mut Self::Context) -> Self::Result {
+        let addr = self
+            .sessions
+            .get(msg.client_id.as_str())
+            .map(|entry| entry.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr.send(GetSessionInfo).await.ok(),
+                None => None,
+            }
+        })
     }
 }

@@ -54,6 +54,12 @@ impl TestBroker {
         }
     }
 
+    /// A snapshot of a session, or `None` when the broker has no session for `client_id`.
+    pub async fn session_info(&self, client_id: &str) -> Option<starling_actors::msg::SessionInfo> {
+        let server = self.server.as_ref().expect("broker running");
+        server.broker().session_info(client_id).await
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }

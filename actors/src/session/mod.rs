@@ -27,7 +27,8 @@ use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 
 use crate::config::SessionConfig;
 use crate::msg::{
-    Attach, Attached, ClientLink, Detach, EndSession, Kick, Message, SessionEnded, SessionId, Will,
+    Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Kick, Message, SessionEnded,
+    SessionId, SessionInfo, Will,
 };
 use crate::registry::Registry;
 use crate::topic::Router;
@@ -279,5 +280,20 @@ impl Handler<EndSession> for Session {
 
     fn handle(&mut self, _: EndSession, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<GetSessionInfo> for Session {
+    type Result = MessageResult<GetSessionInfo>;
+
+    fn handle(&mut self, _: GetSessionInfo, _: &mut Self::Context) -> Self::Result {
+        MessageResult(SessionInfo {
+            online: self.link.is_some(),
+            subscriptions: self.subscriptions.len(),
+            queued: self.out.queued(),
+            inflight: self.out.inflight(),
+            drops: self.out.drops(),
+            dropped_too_large: self.dropped_too_large,
+        })
     }
 }

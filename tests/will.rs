@@ -1,0 +1,279 @@
+//! Will messages: published when a connection ends abnormally (socket drop, keep alive
+//! timeout, protocol error, takeover), not after a normal DISCONNECT (MQTT 5: unless 0x04),
+//! with MQTT 5 Will Delay Interval (cancelled by a reconnect in time, cut short by the session's
+//! end), will retain and will QoS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::raw::{connect_with, Raw};
+use common::*;
+use starling_proto::{
+    Disconnect, LastWill, Packet, Properties, Protocol, QoS, ReasonCode, TopicName,
+};
+
+fn will(topic: &str, qos: QoS, retain: bool, delay: Option<u32>) -> LastWill {
+    LastWill {
+        topic: TopicName::new(topic).expect("topic"),
+        payload: Bytes::from_static(b"gone"),
+        qos,
+        retain,
+        properties: delay.map(|d| {
+            Box::new(Properties {
+                will_delay_interval: Some(d),
+                ..Properties::default()
+            })
+        }),
+    }
+}
+
+/// A client with a will; `expiry` is its MQTT 5 session expiry.
+async fn with_will(
+    broker: &TestBroker,
+    protocol: Protocol,
+    id: &str,
+    w: LastWill,
+    expiry: Option<u32>,
+    keep_alive: u16,
+) -> Raw {
+    let connect = connect_with(protocol, id, |c| {
+        c.will = Some(w);
+        c.keep_alive = keep_alive;
+        if let Some(e) = expiry {
+            c.clean_start = false;
+            c.properties = Some(Box::new(Properties {
+                session_expiry_interval: Some(e),
+                ..Properties::default()
+            }));
+        }
+    });
+    let (raw, ack) = Raw::connect(broker.addr, protocol, &connect).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    raw
+}
+
+async fn watcher(broker: &TestBroker, filter: &str) -> Raw {
+    let (mut raw, _) = Raw::connected(broker.addr, Protocol::V311, "watcher").await;
+    raw.subscribe(filter, QoS::ExactlyOnce).await;
+    raw
+}
+
+/// [MQTT-3.1.2-8] The will is published when the network connection closes without DISCONNECT.
+#[tokio::test]
+async fn will_is_published_when_the_socket_drops() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let client = with_will(
+        &broker,
+        Protocol::V311,
+        "dev",
+        will("will/dev", QoS::AtLeastOnce, false, None),
+        None,
+        30,
+    )
+    .await;
+    drop(client);
+    let p = watch.recv_publish().await;
+    assert_eq!(p.topic.as_str(), "will/dev");
+    assert_eq!(&p.payload[..], b"gone");
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+}
+
+/// [MQTT-3.14.4-3] After a normal DISCONNECT the will is discarded.
+#[tokio::test]
+async fn will_is_not_published_after_a_normal_disconnect() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let mut client = with_will(
+            &broker,
+            protocol,
+            "polite",
+            will("will/p", QoS::AtMostOnce, false, None),
+            None,
+            30,
+        )
+        .await;
+        client
+            .send_packet(&Packet::Disconnect(Disconnect::with_reason(
+                ReasonCode::NORMAL_DISCONNECTION,
+            )))
+            .await;
+        client.expect_closed().await;
+    }
+    watch.expect_silence(400).await;
+}
+
+/// MQTT 5 DISCONNECT with reason 0x04 (Disconnect with Will Message) publishes the will.
+#[tokio::test]
+async fn disconnect_with_will_message_publishes_the_will() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let mut client = with_will(
+        &broker,
+        Protocol::V5,
+        "asks",
+        will("will/asks", QoS::AtMostOnce, false, None),
+        None,
+        30,
+    )
+    .await;
+    client
+        .send_packet(&Packet::Disconnect(Disconnect::with_reason(
+            ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+        )))
+        .await;
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/asks");
+}
+
+/// [MQTT-3.1.2-24] A client silent for 1.5 x its keep alive is disconnected and its will
+/// published.
+#[tokio::test]
+async fn will_is_published_after_keep_alive_timeout() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let started = Instant::now();
+    let mut client = with_will(
+        &broker,
+        Protocol::V5,
+        "silent",
+        will("will/silent", QoS::AtMostOnce, false, None),
+        None,
+        1,
+    )
+    .await;
+    client
+        .expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT)
+        .await;
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/silent");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+}
+
+/// A protocol error ends the connection abnormally: the will is published.
+#[tokio::test]
+async fn will_is_published_after_a_protocol_error() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let mut client = with_will(
+        &broker,
+        Protocol::V311,
+        "broken",
+        will("will/broken", QoS::AtMostOnce, false, None),
+        None,
+        30,
+    )
+    .await;
+    client.send(&[0xC1, 0x00]).await; // PINGREQ with reserved flags set
+    client.expect_closed().await;
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/broken");
+}
+
+/// [MQTT-3.1.2-17] A will with Will Retain is published as a retained message.
+#[tokio::test]
+async fn a_retained_will_is_retained() {
+    let broker = TestBroker::default_broker();
+    let client = with_will(
+        &broker,
+        Protocol::V311,
+        "ret",
+        will("will/ret", QoS::AtMostOnce, true, None),
+        None,
+        30,
+    )
+    .await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut late, _) = Raw::connected(broker.addr, Protocol::V311, "late").await;
+    late.subscribe("will/ret", QoS::AtMostOnce).await;
+    let p = late.recv_publish().await;
+    assert!(p.retain);
+    assert_eq!(&p.payload[..], b"gone");
+}
+
+/// [MQTT-3.1.3-9] A reconnect within the Will Delay Interval cancels the will.
+#[tokio::test]
+async fn will_delay_is_cancelled_by_a_reconnect() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let client = with_will(
+        &broker,
+        Protocol::V5,
+        "back",
+        will("will/back", QoS::AtMostOnce, false, Some(1)),
+        Some(60),
+        30,
+    )
+    .await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _again = with_will(
+        &broker,
+        Protocol::V5,
+        "back",
+        will("will/back", QoS::AtMostOnce, false, Some(1)),
+        Some(60),
+        30,
+    )
+    .await;
+    watch.expect_silence(1500).await;
+}
+
+/// MQTT 5 Will Delay Interval: the will is published once the delay has passed.
+#[tokio::test]
+async fn will_is_published_after_its_delay() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let client = with_will(
+        &broker,
+        Protocol::V5,
+        "late",
+        will("will/late", QoS::AtMostOnce, false, Some(1)),
+        Some(60),
+        30,
+    )
+    .await;
+    let dropped = Instant::now();
+    drop(client);
+    watch.expect_silence(500).await;
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/late");
+    assert!(dropped.elapsed() >= Duration::from_millis(900));
+}
+
+/// [MQTT-3.1.2-8] The will is published when the session ends, if that comes before the delay.
+#[tokio::test]
+async fn will_is_published_when_the_session_ends_before_the_delay() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let client = with_will(
+        &broker,
+        Protocol::V5,
+        "short",
+        will("will/short", QoS::AtMostOnce, false, Some(30)),
+        Some(0),
+        30,
+    )
+    .await;
+    drop(client);
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/short");
+}
+
+/// [MQTT-3.1.4-3] On takeover the old connection's will (without delay) is published.
+#[tokio::test]
+async fn takeover_publishes_the_old_connections_will() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let mut old = with_will(
+        &broker,
+        Protocol::V311,
+        "twin",
+        will("will/twin", QoS::AtMostOnce, false, None),
+        None,
+        30,
+    )
+    .await;
+    let (_new, _) = Raw::connected(broker.addr, Protocol::V311, "twin").await;
+    old.expect_closed().await;
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/twin");
+}
