@@ -320,3 +320,34 @@ async fn expiry_zero_sessions_end_with_the_connection() {
     let (_raw, ack) = Raw::connect(broker.addr, Protocol::V5, &connect(false)).await;
     assert!(!ack.session_present);
 }
+
+/// [MQTT-3.3.4-4] With overlapping subscriptions, the one delivery carries the Subscription
+/// Identifiers of every matching subscription (MQTT 5).
+#[tokio::test]
+async fn overlapping_subscriptions_carry_every_subscription_identifier() {
+    use starling_proto::{Subscribe, SubscriptionOptions, TopicFilter};
+    let broker = TestBroker::default_broker();
+    let (mut sub, _) = Raw::connected(broker.addr, Protocol::V5, "ids").await;
+    for (filter, id) in [("s/#", 7), ("s/+", 9)] {
+        sub.send_packet(&Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Some(Box::new(Properties {
+                subscription_identifiers: vec![id],
+                ..Properties::default()
+            })),
+            filters: vec![(
+                TopicFilter::new(filter).expect("filter"),
+                SubscriptionOptions::default(),
+            )],
+        }))
+        .await;
+        assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    }
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
+    publisher.send_packet(&publish("s/1", QoS::AtMostOnce, None, "x")).await;
+    let p = sub.recv_publish().await;
+    let mut ids = p.properties.expect("properties").subscription_identifiers;
+    ids.sort_unstable();
+    assert_eq!(ids, vec![7, 9]);
+    sub.expect_silence(200).await;
+}
