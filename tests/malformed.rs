@@ -194,8 +194,23 @@ bad_packet!(
     huge_announced_length_is_refused_before_buffering,
     ";maximumPacketSize=1024", V5, true,
     [0x30, 0xFF, 0xFF, 0xFF, 0x5F], Disconnect(ReasonCode::PACKET_TOO_LARGE));
+/// Skips acknowledgements of the earlier publishes, then expects DISCONNECT 0x93 and a close.
+async fn expect_receive_maximum_exceeded(raw: &mut Raw) {
+    loop {
+        match raw.recv().await {
+            Some(Packet::PubAck(_) | Packet::PubRec(_)) => continue,
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                break;
+            }
+            other => panic!("expected DISCONNECT 0x93, got {other:?}"),
+        }
+    }
+    raw.expect_closed().await;
+}
+
 /// [MQTT-3.3.4-9] More unacknowledged QoS 2 PUBLISH than the broker's receiveMaximum gets
-/// DISCONNECT 0x93 (Receive Maximum exceeded); the first two are acknowledged with PUBREC.
+/// DISCONNECT 0x93 (Receive Maximum exceeded).
 #[tokio::test]
 async fn exceeding_receive_maximum_disconnects_with_0x93() {
     let broker = TestBroker::start(";receiveMaximum=2", "");
@@ -204,11 +219,40 @@ async fn exceeding_receive_maximum_disconnects_with_0x93() {
         raw.send(&[0x34, 0x06, 0x00, 0x01, b'a', 0x00, id, 0x00])
             .await;
     }
-    for _ in 0..2 {
-        assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))));
+    expect_receive_maximum_exceeded(&mut raw).await;
+}
+
+/// [MQTT-3.3.4-9] The example: receiveMaximum=2 and three QoS 1 PUBLISH sent without
+/// waiting for PUBACK: the third arrives while two are unacknowledged, so 0x93.
+#[tokio::test]
+async fn three_pipelined_qos1_publishes_exceed_receive_maximum_two() {
+    let broker = TestBroker::start(";receiveMaximum=2", "");
+    let (mut raw, _) = Raw::connected(broker.addr, V5, "eager").await;
+    let mut three = Vec::new();
+    for id in 1..=3u8 {
+        three.extend([0x32, 0x06, 0x00, 0x01, b'a', 0x00, id, 0x00]);
     }
-    raw.expect_disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
-        .await;
+    raw.send(&three).await;
+    expect_receive_maximum_exceeded(&mut raw).await;
+}
+
+/// Within the quota, pipelined QoS 1 publishes are all acknowledged, in order
+/// ([MQTT-4.6.0-2]).
+#[tokio::test]
+async fn pipelined_qos1_publishes_within_receive_maximum_are_acknowledged_in_order() {
+    let broker = TestBroker::start(";receiveMaximum=10", "");
+    let (mut raw, _) = Raw::connected(broker.addr, V5, "steady").await;
+    let mut batch = Vec::new();
+    for (i, topic) in [b'a', b'b', b'c', b'd', b'e'].iter().enumerate() {
+        batch.extend([0x32, 0x06, 0x00, 0x01, *topic, 0x00, i as u8 + 1, 0x00]);
+    }
+    raw.send(&batch).await;
+    for id in 1..=5u16 {
+        match raw.recv().await {
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id.get(), id),
+            other => panic!("expected PUBACK {id}, got {other:?}"),
+        }
+    }
 }
 
 // Before CONNACK.

@@ -344,7 +344,9 @@ async fn overlapping_subscriptions_carry_every_subscription_identifier() {
         assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
     }
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
-    publisher.send_packet(&publish("s/1", QoS::AtMostOnce, None, "x")).await;
+    publisher
+        .send_packet(&publish("s/1", QoS::AtMostOnce, None, "x"))
+        .await;
     let p = sub.recv_publish().await;
     let mut ids = p.properties.expect("properties").subscription_identifiers;
     ids.sort_unstable();

@@ -52,6 +52,16 @@ impl Router {
         self.route(Route(msg));
     }
 
+    /// Publishes a message and resolves once its shard has routed it to every matching
+    /// session: what a QoS 1 PUBACK waits for.
+    pub fn publish_confirmed(&self, msg: Arc<Message>) -> actix::dev::Request<TopicNode, Route> {
+        if msg.retain {
+            self.retain.do_send(Retain(Arc::clone(&msg)));
+        }
+        let shard = self.shard_for_topic(&msg.topic);
+        shard.send(Route(msg))
+    }
+
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -133,7 +143,10 @@ impl TopicNode {
 impl Actor for TopicNode {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Publishers awaiting a route confirmation (`publish_confirmed`) wait only when this
+        // many routes are queued; each publisher's window bounds what it adds.
+        ctx.set_mailbox_capacity(4096);
         debug!(self.log, "topic shard started");
     }
 }

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use slog::debug;
-use starling_proto::{DecodeError, Packet, Protocol, PubResponse, Publish, QoS, ReasonCode};
+use starling_proto::{
+    DecodeError, Packet, PacketId, Protocol, PubResponse, Publish, QoS, ReasonCode,
+};
 
 use super::{Connection, State};
 use crate::msg::{
@@ -90,7 +92,21 @@ impl Connection {
             self.close(Some(reason), ctx);
             return;
         }
+        let Some(id) = publish.packet_id else {
+            self.route(publish);
+            return;
+        };
+        // Flow control ([MQTT-3.3.4-9]): QoS 1 publishes not yet acknowledged and QoS 2 ones not
+        // yet completed may not exceed the broker's Receive Maximum.
+        let new_qos2 = publish.qos == QoS::ExactlyOnce && !self.inbound_qos2.contains(&id);
+        let quota_needed = publish.qos == QoS::AtLeastOnce || new_qos2;
+        let max = usize::from(self.config.receive_maximum.unwrap_or(u16::MAX));
+        if quota_needed && self.inbound_qos1.len() + self.inbound_qos2.len() >= max {
+            self.close(Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED), ctx);
+            return;
+        }
         if publish.qos == QoS::ExactlyOnce {
+            self.inbound_qos2.insert(id);
             // The session keeps the id until PUBREL, across reconnects, and answers PUBREC.
             if let Some(attachment) = &self.attachment {
                 attachment.session.do_send(InboundQos2 {
@@ -100,11 +116,16 @@ impl Connection {
             }
             return;
         }
-        let packet_id = publish.packet_id;
-        self.route(publish);
-        if let Some(id) = packet_id {
-            self.send(&Packet::PubAck(PubResponse::success(id)));
-        }
+        // QoS 1: PUBACK once the shard has routed it, in arrival order.
+        self.inbound_qos1.push_back((id, false));
+        let origin = self.attachment.as_ref().map(|a| a.session_id);
+        let msg = Arc::new(Message::from_publish(publish, origin, Instant::now()));
+        self.broker
+            .router
+            .publish_confirmed(msg)
+            .into_actor(self)
+            .map(move |_, act, _| act.routed(id))
+            .spawn(ctx);
     }
 
     /// MQTT 5 topic aliases: learn or apply the alias; the error is the DISCONNECT reason.
@@ -130,6 +151,23 @@ impl Connection {
             self.aliases.insert(alias, publish.topic.clone());
         }
         Ok(())
+    }
+
+    /// A QoS 1 publish was routed: acknowledge it and any routed ones queued behind it.
+    fn routed(&mut self, id: PacketId) {
+        if let Some(entry) = self
+            .inbound_qos1
+            .iter_mut()
+            .find(|(pending, done)| *pending == id && !*done)
+        {
+            entry.1 = true;
+        }
+        while let Some(&(id, true)) = self.inbound_qos1.front() {
+            self.inbound_qos1.pop_front();
+            if self.state == State::Connected {
+                self.send(&Packet::PubAck(PubResponse::success(id)));
+            }
+        }
     }
 
     fn route(&mut self, publish: Publish) {

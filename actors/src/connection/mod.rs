@@ -12,7 +12,7 @@ mod connect;
 mod inbound;
 mod io;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::BytesMut;
 use slog::{debug, o, Logger};
-use starling_proto::{encode, Disconnect, Limits, Packet, Protocol, ReasonCode, TopicName};
+use starling_proto::{
+    encode, Disconnect, Limits, Packet, PacketId, Protocol, ReasonCode, TopicName,
+};
 
 use crate::broker::{BrokerContext, Transport};
 use crate::config::MqttConfig;
@@ -75,6 +77,11 @@ pub struct Connection {
     client_id: Option<Arc<str>>,
     /// MQTT 5 inbound topic aliases.
     aliases: HashMap<u16, TopicName>,
+    /// Inbound QoS 1 publishes being routed, in arrival order, with whether routing is done:
+    /// PUBACKs go out in this order once the head is routed ([MQTT-4.6.0-2]).
+    inbound_qos1: VecDeque<(PacketId, bool)>,
+    /// Inbound QoS 2 ids handed to the session and not yet completed (PUBCOMP sent).
+    inbound_qos2: HashSet<PacketId>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
     connect_session_expiry: Option<u32>,
     /// Packets from the session that arrived before CONNACK was written; sent right after it.
@@ -130,6 +137,8 @@ impl Connection {
             attachment: None,
             client_id: None,
             aliases: HashMap::new(),
+            inbound_qos1: VecDeque::new(),
+            inbound_qos2: HashSet::new(),
             connect_session_expiry: None,
             pending: Vec::new(),
             clean_disconnect: false,
@@ -266,6 +275,17 @@ impl Handler<Outbound> for Connection {
     type Result = ();
 
     fn handle(&mut self, Outbound(packet): Outbound, _: &mut Self::Context) {
+        // The end of an inbound QoS 2 exchange frees its Receive Maximum quota
+        // ([MQTT-3.3.4-8]: PUBCOMP, or PUBREC with a failure code).
+        match &packet {
+            Packet::PubComp(r) => {
+                self.inbound_qos2.remove(&r.packet_id);
+            }
+            Packet::PubRec(r) if !r.reason.is_success() => {
+                self.inbound_qos2.remove(&r.packet_id);
+            }
+            _ => {}
+        }
         match self.state {
             State::Connected => self.send(&packet),
             // The session may answer before the Registry's reply reaches us: keep the order.
