@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use starling_actors::config::MqttConfig;
+use starling_actors::connection::AliasPolicy;
 
 /// One acceptor, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,9 +153,10 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 }
 
 /// The non-URL connection parameters from `[core]`, as the base for every acceptor.
-pub fn base_config(connect_timeout_ms: u64) -> MqttConfig {
+pub fn base_config(connect_timeout_ms: u64, outbound_topic_aliases: AliasPolicy) -> MqttConfig {
     MqttConfig {
         connect_timeout: Duration::from_millis(connect_timeout_ms),
+        outbound_topic_aliases,
         ..MqttConfig::default()
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 use starling_actors::config::{BrokerConfig, SessionConfig};
+use starling_actors::connection::AliasPolicy;
 use starling_actors::proto::session::{DropPolicy, QueueLimits};
 
 use crate::acceptor::{self, Acceptor};
@@ -50,6 +51,18 @@ pub struct CoreSettings {
     pub connect_timeout: u64,
     /// Milliseconds connections get to close on shutdown.
     pub shutdown_grace: u64,
+    /// Topic aliases towards MQTT 5 clients that allow them.
+    pub outbound_topic_aliases: OutboundAliases,
+}
+
+/// `core.outbound_topic_aliases`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundAliases {
+    /// Never.
+    Off,
+    /// Alias repeated topics, recycling the least recently used alias.
+    Lru,
 }
 
 /// `[session]`: what each client's session may hold.
@@ -297,7 +310,11 @@ impl Settings {
     }
 
     fn base_mqtt(&self) -> starling_actors::config::MqttConfig {
-        acceptor::base_config(self.core.connect_timeout)
+        let aliases = match self.core.outbound_topic_aliases {
+            OutboundAliases::Off => AliasPolicy::Off,
+            OutboundAliases::Lru => AliasPolicy::Lru,
+        };
+        acceptor::base_config(self.core.connect_timeout, aliases)
     }
 
     /// The acceptors, parsed (validated by `load`).

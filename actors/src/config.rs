@@ -30,6 +30,8 @@ pub struct MqttConfig {
     pub close_on_publish_auth_failure: bool,
     /// How long a new connection may take to send its CONNECT before it is closed.
     pub connect_timeout: Duration,
+    /// Whether to send topic aliases to MQTT 5 clients that announce a Topic Alias Maximum.
+    pub outbound_topic_aliases: crate::connection::AliasPolicy,
 }
 
 impl Default for MqttConfig {
@@ -43,6 +45,7 @@ impl Default for MqttConfig {
             default_session_expiry: None,
             close_on_publish_auth_failure: true,
             connect_timeout: Duration::from_secs(10),
+            outbound_topic_aliases: crate::connection::AliasPolicy::Lru,
         }
     }
 }

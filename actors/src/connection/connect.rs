@@ -61,6 +61,10 @@ impl Connection {
         }
 
         self.keep_alive = self.config.effective_keep_alive(connect.keep_alive);
+        if self.config.outbound_topic_aliases == super::AliasPolicy::Lru {
+            let max = props.and_then(|p| p.topic_alias_maximum).unwrap_or(0);
+            self.outbound_aliases = super::aliases::OutboundAliases::new(max);
+        }
         self.connect_session_expiry = props.and_then(|p| p.session_expiry_interval);
         let expiry = if connect.protocol.is_v5() {
             // The seed: the client's Session Expiry Interval when it sends one, else the
@@ -129,10 +133,10 @@ impl Connection {
                         // [MQTT-4.4.0-1]: unacknowledged messages are resent first, in order,
                         // then whatever the session sent while we waited.
                         for packet in attached.replay {
-                            act.send(&packet);
+                            act.send_delivery(packet);
                         }
                         for packet in std::mem::take(&mut act.pending) {
-                            act.send(&packet);
+                            act.send_delivery(packet);
                         }
                         info!(act.log, "client connected";
                             "protocol" => %act.protocol(),

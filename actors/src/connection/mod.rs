@@ -8,9 +8,12 @@
 //! - `connect`: the CONNECT handshake up to CONNACK;
 //! - `inbound`: the packets of a connected client.
 
+mod aliases;
 mod connect;
 mod inbound;
 mod io;
+
+pub use aliases::AliasPolicy;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -77,6 +80,8 @@ pub struct Connection {
     client_id: Option<Arc<str>>,
     /// MQTT 5 inbound topic aliases.
     aliases: HashMap<u16, TopicName>,
+    /// MQTT 5 outbound topic aliases (empty until CONNECT announces a maximum).
+    outbound_aliases: aliases::OutboundAliases,
     /// Inbound QoS 1 publishes being routed, in arrival order, with whether routing is done:
     /// PUBACKs go out in this order once the head is routed ([MQTT-4.6.0-2]).
     inbound_qos1: VecDeque<(PacketId, bool)>,
@@ -137,6 +142,7 @@ impl Connection {
             attachment: None,
             client_id: None,
             aliases: HashMap::new(),
+            outbound_aliases: aliases::OutboundAliases::new(0),
             inbound_qos1: VecDeque::new(),
             inbound_qos2: HashSet::new(),
             connect_session_expiry: None,
@@ -155,11 +161,24 @@ impl Connection {
 
     /// Encodes a packet into the write buffer; the io future writes it out.
     fn send(&mut self, packet: &Packet) {
+        self.send_weighted(packet, outbound_weight(packet));
+    }
+
+    /// Sends a delivery from the session: aliased when the client allows it, and counted with
+    /// the weight the session gave it (before the alias shortened it).
+    fn send_delivery(&mut self, mut packet: Packet) {
+        let weight = outbound_weight(&packet);
+        if let Packet::Publish(publish) = &mut packet {
+            self.outbound_aliases.apply(publish);
+        }
+        self.send_weighted(&packet, weight);
+    }
+
+    fn send_weighted(&mut self, packet: &Packet, weight: usize) {
         crate::protocol::packet_out(&self.log, packet);
         if let Err(e) = encode(packet, self.protocol(), &mut self.outbuf) {
             debug!(self.log, "packet not sent"; "type" => packet.kind(), "error" => %e);
         }
-        let weight = outbound_weight(packet);
         if weight > 0 {
             let end = self.written_total + self.outbuf.len() as u64;
             self.unflushed.push_back((end, weight));
@@ -287,7 +306,7 @@ impl Handler<Outbound> for Connection {
             _ => {}
         }
         match self.state {
-            State::Connected => self.send(&packet),
+            State::Connected => self.send_delivery(packet),
             // The session may answer before the Registry's reply reaches us: keep the order.
             State::Connecting => self.pending.push(packet),
             State::AwaitingConnect | State::Closing => {}
