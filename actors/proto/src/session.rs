@@ -282,7 +282,11 @@ impl<M: Clone> Outbound<M> {
     fn allocate_id(&mut self) -> PacketId {
         loop {
             let candidate = self.next_id;
-            self.next_id = if self.next_id == u16::MAX { 1 } else { self.next_id + 1 };
+            self.next_id = if self.next_id == u16::MAX {
+                1
+            } else {
+                self.next_id + 1
+            };
             if let Some(id) = NonZeroU16::new(candidate) {
                 if !self.inflight.iter().any(|f| f.id == id) {
                     return id;

@@ -81,7 +81,11 @@ fn qos2_goes_through_pubrec_and_pubcomp() {
     assert_eq!(out.pubcomp(pid), Err(AckError::WrongState));
     assert_eq!(out.puback(pid), Err(AckError::WrongState));
     assert_eq!(out.pubrec(pid), Ok(()));
-    assert_eq!(out.pubrec(pid), Ok(()), "a repeated PUBREC is answered again");
+    assert_eq!(
+        out.pubrec(pid),
+        Ok(()),
+        "a repeated PUBREC is answered again"
+    );
     assert_eq!(out.replay(), vec![Send::PubRel(pid)]);
     assert_eq!(out.pubcomp(pid), Ok(()));
     assert_eq!(out.inflight(), 0);
@@ -168,7 +172,10 @@ fn the_byte_bound_limits_the_queue_too() {
     assert_eq!(out.queued_bytes(), 20);
     let mut big = d(9, QoS::AtLeastOnce);
     big.size = 26;
-    assert!(!out.push(big, false), "a message over the byte bound never fits");
+    assert!(
+        !out.push(big, false),
+        "a message over the byte bound never fits"
+    );
 }
 
 #[test]
@@ -206,7 +213,10 @@ fn clear_forgets_queue_and_flight() {
     out.push(d(1, QoS::AtLeastOnce), true);
     out.next_send(now);
     out.clear();
-    assert_eq!((out.queued(), out.inflight(), out.queued_bytes()), (0, 0, 0));
+    assert_eq!(
+        (out.queued(), out.inflight(), out.queued_bytes()),
+        (0, 0, 0)
+    );
     assert!(out.replay().is_empty());
 }
 
