@@ -70,6 +70,24 @@ impl Message {
     }
 }
 
+/// A message as a session holds it: the shared message, and the shared subscription it came
+/// through (if any), so that it can go to another member of the group when this one leaves.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The message.
+    pub msg: Arc<Message>,
+    /// `$share/{group}/{filter}` of the shared subscription that chose this session.
+    pub shared: Option<Arc<str>>,
+}
+
+impl std::ops::Deref for Routed {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.msg
+    }
+}
+
 /// How much of a connection's write budget a packet uses: what a Session counts when it sends
 /// and a Connection reports once the bytes have left. Only deliveries count.
 pub fn outbound_weight(packet: &Packet) -> usize {
@@ -268,6 +286,33 @@ pub struct Subscriber {
     pub options: SubscriptionOptions,
     /// MQTT 5 Subscription Identifier given with this filter.
     pub subscription_id: Option<u32>,
+    /// The client is connected: members of a shared subscription get messages only then.
+    pub online: bool,
+}
+
+/// Session -> TopicNode: a shared subscription member went online or offline.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SharedOnline {
+    /// The shared filter (`$share/{group}/{filter}`).
+    pub filter: TopicFilter,
+    /// The member.
+    pub session_id: SessionId,
+    /// Connected or not.
+    pub online: bool,
+}
+
+/// Session -> TopicNode: deliver a message to another member of a shared subscription (its
+/// member left before acknowledging it).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RouteShared {
+    /// The message.
+    pub msg: Arc<Message>,
+    /// `$share/{group}/{filter}`.
+    pub group: Arc<str>,
+    /// The member that gave it back.
+    pub exclude: SessionId,
 }
 
 /// Session -> TopicNode: add (or replace) a subscription.
@@ -305,6 +350,8 @@ pub struct Deliver {
     pub retain: bool,
     /// Subscription Identifiers of the matching subscriptions.
     pub subscription_ids: Vec<u32>,
+    /// The shared subscription that chose this session, if any.
+    pub shared: Option<Arc<str>>,
 }
 
 /// Session -> Connection: packets to write, in order.

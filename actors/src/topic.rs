@@ -5,6 +5,11 @@
 //! and filters starting with a wildcard, which live in every shard). The shard sends one
 //! `Deliver` per matching Session, merging overlapping subscriptions of one session into a
 //! single delivery at the highest granted QoS ([MQTT-3.3.5-1]).
+//!
+//! Shared subscriptions (`$share/{group}/{filter}`) are kept under their filter with the group
+//! in the key; each message goes to one member per group, round-robin over the members whose
+//! client is connected (`SharedOnline`). A member that leaves hands its unacknowledged messages
+//! back (`RouteShared`) and they go to another member.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
@@ -17,7 +22,8 @@ use starling_proto::trie::Trie;
 use starling_proto::{TopicFilter, TopicName};
 
 use crate::msg::{
-    AddSubscription, Deliver, Message, RemoveSubscription, Route, SessionId, Subscriber,
+    AddSubscription, Deliver, Message, RemoveSubscription, Route, RouteShared, SessionId,
+    SharedOnline, Subscriber,
 };
 use crate::retain::{Retain, RetainStore};
 use crate::session::Session;
@@ -109,6 +115,26 @@ impl Router {
         }
     }
 
+    /// Tells the shards holding a shared subscription whether its member is connected.
+    pub fn shared_online(&self, filter: &TopicFilter, session_id: SessionId, online: bool) {
+        for shard in self.shards_for_filter(filter) {
+            shard.do_send(SharedOnline {
+                filter: filter.clone(),
+                session_id,
+                online,
+            });
+        }
+    }
+
+    /// Hands a message back to its shared subscription for another member.
+    pub fn route_shared(&self, msg: Arc<Message>, group: Arc<str>, exclude: SessionId) {
+        self.shard_for_topic(&msg.topic).do_send(RouteShared {
+            msg,
+            group,
+            exclude,
+        });
+    }
+
     /// Removes a subscription from every shard that has it.
     pub fn unsubscribe(&self, filter: &TopicFilter, session_id: SessionId) {
         for shard in self.shards_for_filter(filter) {
@@ -120,12 +146,33 @@ impl Router {
     }
 }
 
+/// The key of a subscription in a shard: the session, and for a shared subscription its
+/// `$share/{group}/{filter}` (one session may hold the same filter shared and not).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubKey {
+    session: SessionId,
+    group: Option<Arc<str>>,
+}
+
+impl SubKey {
+    fn new(filter: &TopicFilter, session: SessionId) -> SubKey {
+        SubKey {
+            session,
+            group: filter.shared_group().map(|_| Arc::from(filter.as_str())),
+        }
+    }
+}
+
 /// One shard of the subscription trie.
 #[derive(Debug)]
 pub struct TopicNode {
-    trie: Trie<SessionId, Subscriber>,
+    trie: Trie<SubKey, Subscriber>,
     /// Reused between routes: the merged delivery per matching session.
     pending: HashMap<SessionId, (Addr<Session>, Deliver)>,
+    /// Reused between routes: members of each matching shared subscription.
+    groups: HashMap<Arc<str>, Vec<(SessionId, Subscriber)>>,
+    /// Round-robin position per shared subscription.
+    next_member: HashMap<Arc<str>, usize>,
     log: Logger,
 }
 
@@ -135,7 +182,58 @@ impl TopicNode {
         TopicNode {
             trie: Trie::new(),
             pending: HashMap::new(),
+            groups: HashMap::new(),
+            next_member: HashMap::new(),
             log: log.new(o!("actor" => "topic_node", "shard" => shard)),
+        }
+    }
+
+    /// Picks the member of a shared subscription that gets the next message: round-robin over
+    /// the connected members (not `exclude`); if none is connected, over all of them, so that
+    /// a persistent member queues it.
+    fn pick_member(
+        &mut self,
+        group: &Arc<str>,
+        members: &[(SessionId, Subscriber)],
+        exclude: Option<SessionId>,
+    ) -> Option<usize> {
+        let candidates: Vec<usize> = (0..members.len())
+            .filter(|&i| Some(members[i].0) != exclude)
+            .collect();
+        let online: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| members[i].1.online)
+            .collect();
+        let pool = if online.is_empty() {
+            &candidates
+        } else {
+            &online
+        };
+        if pool.is_empty() {
+            return None;
+        }
+        let next = self.next_member.entry(Arc::clone(group)).or_insert(0);
+        let chosen = pool[*next % pool.len()];
+        *next = next.wrapping_add(1);
+        Some(chosen)
+    }
+
+    fn deliver_shared(&mut self, msg: &Arc<Message>, exclude: Option<SessionId>) {
+        let groups = std::mem::take(&mut self.groups);
+        for (group, mut members) in groups {
+            // Members in a stable order, so round-robin is fair.
+            members.sort_by_key(|(id, _)| *id);
+            if let Some(i) = self.pick_member(&group, &members, exclude) {
+                let (_, sub) = &members[i];
+                sub.session.do_send(Deliver {
+                    msg: Arc::clone(msg),
+                    qos: msg.qos.min(sub.options.qos),
+                    retain: msg.retain && sub.options.retain_as_published,
+                    subscription_ids: sub.subscription_id.into_iter().collect(),
+                    shared: Some(group),
+                });
+            }
         }
     }
 }
@@ -155,8 +253,9 @@ impl Handler<AddSubscription> for TopicNode {
     type Result = ();
 
     fn handle(&mut self, msg: AddSubscription, _: &mut Self::Context) {
+        let key = SubKey::new(&msg.filter, msg.session_id);
         self.trie
-            .insert(msg.filter.matching_filter(), msg.session_id, msg.subscriber);
+            .insert(msg.filter.matching_filter(), key, msg.subscriber);
     }
 }
 
@@ -164,8 +263,21 @@ impl Handler<RemoveSubscription> for TopicNode {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveSubscription, _: &mut Self::Context) {
-        self.trie
-            .remove(msg.filter.matching_filter(), &msg.session_id);
+        let key = SubKey::new(&msg.filter, msg.session_id);
+        self.trie.remove(msg.filter.matching_filter(), &key);
+    }
+}
+
+impl Handler<SharedOnline> for TopicNode {
+    type Result = ();
+
+    fn handle(&mut self, msg: SharedOnline, _: &mut Self::Context) {
+        let key = SubKey::new(&msg.filter, msg.session_id);
+        let filter = msg.filter.matching_filter();
+        if let Some(mut sub) = self.trie.remove(filter, &key) {
+            sub.online = msg.online;
+            self.trie.insert(filter, key, sub);
+        }
     }
 }
 
@@ -174,35 +286,66 @@ impl Handler<Route> for TopicNode {
 
     fn handle(&mut self, Route(msg): Route, _: &mut Self::Context) {
         let pending = &mut self.pending;
-        self.trie
-            .for_each_match(msg.topic.as_str(), |session_id, sub| {
-                if sub.options.no_local && msg.origin == Some(*session_id) {
-                    return;
+        let groups = &mut self.groups;
+        self.trie.for_each_match(msg.topic.as_str(), |key, sub| {
+            if let Some(group) = &key.group {
+                // [MQTT-4.8.2]: one member of each shared subscription gets the message.
+                groups
+                    .entry(Arc::clone(group))
+                    .or_default()
+                    .push((key.session, sub.clone()));
+                return;
+            }
+            let session_id = key.session;
+            if sub.options.no_local && msg.origin == Some(session_id) {
+                return;
+            }
+            let qos = msg.qos.min(sub.options.qos);
+            // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]: a live message keeps RETAIN only when the
+            // subscription asked for Retain As Published.
+            let retain = msg.retain && sub.options.retain_as_published;
+            match pending.entry(session_id) {
+                Entry::Occupied(mut e) => {
+                    let (_, d) = e.get_mut();
+                    d.qos = d.qos.max(qos);
+                    d.retain |= retain;
+                    d.subscription_ids.extend(sub.subscription_id);
                 }
-                let qos = msg.qos.min(sub.options.qos);
-                // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]: a live message keeps RETAIN only when the
-                // subscription asked for Retain As Published.
-                let retain = msg.retain && sub.options.retain_as_published;
-                match pending.entry(*session_id) {
-                    Entry::Occupied(mut e) => {
-                        let (_, d) = e.get_mut();
-                        d.qos = d.qos.max(qos);
-                        d.retain |= retain;
-                        d.subscription_ids.extend(sub.subscription_id);
-                    }
-                    Entry::Vacant(e) => {
-                        let deliver = Deliver {
-                            msg: Arc::clone(&msg),
-                            qos,
-                            retain,
-                            subscription_ids: sub.subscription_id.into_iter().collect(),
-                        };
-                        e.insert((sub.session.clone(), deliver));
-                    }
+                Entry::Vacant(e) => {
+                    let deliver = Deliver {
+                        msg: Arc::clone(&msg),
+                        qos,
+                        retain,
+                        subscription_ids: sub.subscription_id.into_iter().collect(),
+                        shared: None,
+                    };
+                    e.insert((sub.session.clone(), deliver));
                 }
-            });
+            }
+        });
         for (_, (session, deliver)) in pending.drain() {
             session.do_send(deliver);
         }
+        if !self.groups.is_empty() {
+            self.deliver_shared(&msg, None);
+        }
+    }
+}
+
+impl Handler<RouteShared> for TopicNode {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteShared, _: &mut Self::Context) {
+        let groups = &mut self.groups;
+        self.trie
+            .for_each_match(msg.msg.topic.as_str(), |key, sub| {
+                if key.group.as_ref() == Some(&msg.group) {
+                    groups
+                        .entry(Arc::clone(&msg.group))
+                        .or_default()
+                        .push((key.session, sub.clone()));
+                }
+            });
+        self.deliver_shared(&msg.msg, Some(msg.exclude));
     }
 }

@@ -342,6 +342,33 @@ impl<M: Clone> Outbound<M> {
         Ok(())
     }
 
+    /// Removes and returns the deliveries for which `pred` holds, from the queue and from
+    /// flight, except QoS 2 messages whose PUBREC came (the client has those). For handing a
+    /// departing client's messages to someone else (shared subscriptions).
+    pub fn take_where(&mut self, mut pred: impl FnMut(&Delivery<M>) -> bool) -> Vec<Delivery<M>> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.inflight.len());
+        for f in self.inflight.drain(..) {
+            if f.state != InflightState::AwaitingPubComp && pred(&f.delivery) {
+                taken.push(f.delivery);
+            } else {
+                kept.push_back(f);
+            }
+        }
+        self.inflight = kept;
+        let mut queue = VecDeque::with_capacity(self.queue.len());
+        for d in self.queue.drain(..) {
+            if pred(&d) {
+                self.queued_bytes -= d.size;
+                taken.push(d);
+            } else {
+                queue.push_back(d);
+            }
+        }
+        self.queue = queue;
+        taken
+    }
+
     /// What to resend on a reconnect, in the original order: PUBLISH with DUP=1 for messages
     /// not yet acknowledged, PUBREL for QoS 2 messages whose PUBREC came ([MQTT-4.4.0-1]).
     pub fn replay(&self) -> Vec<Send<M>> {

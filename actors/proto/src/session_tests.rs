@@ -236,3 +236,25 @@ fn push_unbounded_ignores_the_bounds_but_keeps_order() {
         assert_eq!(sent_msg(out.next_send(now)).0, n);
     }
 }
+
+#[test]
+fn take_where_removes_matching_deliveries_but_not_released_qos2() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 2);
+    out.push(d(1, QoS::AtLeastOnce), true); // in flight
+    out.push(d(2, QoS::ExactlyOnce), true); // in flight, PUBREC received below
+    out.push(d(3, QoS::AtLeastOnce), true); // queued
+    out.push(d(4, QoS::AtLeastOnce), true); // queued
+    out.next_send(now);
+    out.next_send(now);
+    out.pubrec(id(2)).expect("pubrec");
+    let taken: Vec<u32> = out
+        .take_where(|d| d.msg != 4)
+        .into_iter()
+        .map(|d| d.msg)
+        .collect();
+    assert_eq!(taken, vec![1, 3]);
+    assert_eq!(out.inflight(), 1);
+    assert_eq!(out.queued(), 1);
+    assert_eq!(out.queued_bytes(), 10);
+}

@@ -163,8 +163,6 @@ impl Connection {
             } else {
                 None
             },
-            // Shared subscriptions are not served yet: say so.
-            shared_subscription_available: Some(0),
             ..Properties::default()
         }
     }
@@ -198,11 +196,27 @@ fn will_from(will: LastWill) -> Will {
 impl Connection {
     /// Answers CONNECT with a failure code and closes ([MQTT-3.2.2-5]).
     pub(super) fn refuse(&mut self, code: ReasonCode, ctx: &mut Context<Self>) {
+        self.refuse_with(code, None, ctx);
+    }
+
+    /// Like `refuse`, with a Reason String (MQTT 5; the code's name when no detail is given).
+    pub(super) fn refuse_with(
+        &mut self,
+        code: ReasonCode,
+        detail: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
         debug!(self.log, "connection refused"; "code" => %code);
+        let properties = self.protocol().is_v5().then(|| {
+            Box::new(Properties {
+                reason_string: Some(detail.unwrap_or_else(|| code.name().to_owned())),
+                ..Properties::default()
+            })
+        });
         self.send(&Packet::ConnAck(ConnAck {
             session_present: false,
             code,
-            properties: None,
+            properties,
         }));
         self.close(None, ctx);
     }

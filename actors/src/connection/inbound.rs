@@ -92,6 +92,21 @@ impl Connection {
             self.close(Some(reason), ctx);
             return;
         }
+        if let Some(props) = publish.properties.as_deref() {
+            // [MQTT-3.3.4-6]: a PUBLISH from a client carries no Subscription Identifier.
+            if !props.subscription_identifiers.is_empty() {
+                let detail = "Subscription Identifier in a PUBLISH from a client".to_owned();
+                self.close_with(Some(ReasonCode::PROTOCOL_ERROR), Some(detail), ctx);
+                return;
+            }
+            // [MQTT-3.3.2-4]: Payload Format Indicator 1 promises UTF-8.
+            if props.payload_format_indicator == Some(1)
+                && std::str::from_utf8(&publish.payload).is_err()
+            {
+                self.close(Some(ReasonCode::PAYLOAD_FORMAT_INVALID), ctx);
+                return;
+            }
+        }
         let Some(id) = publish.packet_id else {
             self.route(publish);
             return;
@@ -189,12 +204,12 @@ impl Connection {
                     self.refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, ctx);
                 } else if error.connect_protocol() == Some(Protocol::V5) {
                     self.limits.protocol = Protocol::V5;
-                    self.refuse(reason, ctx);
+                    self.refuse_with(reason, Some(error.to_string()), ctx);
                 } else {
                     self.close(None, ctx);
                 }
             }
-            _ => self.close(Some(reason), ctx),
+            _ => self.close_with(Some(reason), Some(error.to_string()), ctx),
         }
     }
 }

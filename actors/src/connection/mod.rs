@@ -27,7 +27,7 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use slog::{debug, o, Logger};
 use starling_proto::{
-    encode, Disconnect, Limits, Packet, PacketId, Protocol, ReasonCode, TopicName,
+    encode, Disconnect, Limits, Packet, PacketId, Properties, Protocol, ReasonCode, TopicName,
 };
 
 use crate::broker::{BrokerContext, Transport};
@@ -215,12 +215,30 @@ impl Connection {
     /// Closes the connection: an MQTT 5 client that has its CONNACK is told why first.
     /// Reading stops now; what is buffered is flushed, then the socket is shut.
     fn close(&mut self, reason: Option<ReasonCode>, ctx: &mut Context<Self>) {
+        self.close_with(reason, None, ctx);
+    }
+
+    /// Like `close`, with a Reason String saying what exactly was wrong (MQTT 5; the code's
+    /// name when no detail is given).
+    fn close_with(
+        &mut self,
+        reason: Option<ReasonCode>,
+        detail: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.state == State::Closing {
             return;
         }
         if let Some(reason) = reason {
             if self.state == State::Connected && self.protocol().is_v5() {
-                self.send(&Packet::Disconnect(Disconnect::with_reason(reason)));
+                let text = detail.unwrap_or_else(|| reason.name().to_owned());
+                self.send(&Packet::Disconnect(Disconnect {
+                    reason,
+                    properties: Some(Box::new(Properties {
+                        reason_string: Some(text),
+                        ..Properties::default()
+                    })),
+                }));
             }
             debug!(self.log, "closing connection"; "reason" => %reason);
         }

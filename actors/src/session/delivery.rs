@@ -18,7 +18,7 @@ use starling_proto::{encoded_len, Packet, Protocol, PubResponse, Publish, Reason
 use super::Session;
 use crate::msg::{
     outbound_weight, ClientAck, Deliver, Flushed, InboundPubRel, InboundQos2, Kick, Message,
-    Outbound,
+    Outbound, Routed,
 };
 
 /// How often (at most) drop counters are logged.
@@ -55,7 +55,7 @@ impl Session {
         packets
     }
 
-    fn to_packet(&self, send: Send<Arc<Message>>, protocol: Protocol, now: Instant) -> Packet {
+    fn to_packet(&self, send: Send<Routed>, protocol: Protocol, now: Instant) -> Packet {
         match send {
             Send::PubRel(id) => Packet::PubRel(PubResponse::success(id)),
             Send::Publish {
@@ -86,7 +86,7 @@ impl Session {
     /// Queues a delivery for the client and sends what may go now. Retained messages sent at
     /// subscribe time skip the queue bound: their payloads are shared with the RetainStore, so
     /// queueing them costs a pointer each, and a subscriber must get all of them.
-    pub(super) fn deliver(&mut self, delivery: Delivery<Arc<Message>>, bounded: bool) {
+    pub(super) fn deliver(&mut self, delivery: Delivery<Routed>, bounded: bool) {
         if self.too_large_for_client(&delivery) {
             self.dropped_too_large += 1;
             self.note_drop();
@@ -106,7 +106,7 @@ impl Session {
 
     /// [MQTT-3.1.2-25]: a packet larger than the client's Maximum Packet Size is discarded as
     /// if it had been sent. Exact sizes are only computed near the limit.
-    fn too_large_for_client(&self, delivery: &Delivery<Arc<Message>>) -> bool {
+    fn too_large_for_client(&self, delivery: &Delivery<Routed>) -> bool {
         let (Some(max), Some(link)) = (self.max_packet_size, &self.link) else {
             return false;
         };
@@ -129,7 +129,7 @@ impl Session {
 /// The PUBLISH for a delivery: the message's properties with the remaining expiry interval and
 /// this subscriber's subscription identifiers (MQTT 5 only).
 fn publish_packet(
-    delivery: &Delivery<Arc<Message>>,
+    delivery: &Delivery<Routed>,
     packet_id: Option<starling_proto::PacketId>,
     dup: bool,
     protocol: Protocol,
@@ -170,7 +170,10 @@ impl Handler<Deliver> for Session {
         let delivery = Delivery {
             size: msg.msg.payload.len(),
             expires_at: msg.msg.expires_at,
-            msg: msg.msg,
+            msg: Routed {
+                msg: msg.msg,
+                shared: msg.shared,
+            },
             qos: msg.qos,
             retain: msg.retain,
             subscription_ids: msg.subscription_ids,

@@ -27,7 +27,7 @@ use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 
 use crate::config::SessionConfig;
 use crate::msg::{
-    Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Kick, Message, SessionEnded,
+    Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Kick, Routed, SessionEnded,
     SessionId, SessionInfo, Will,
 };
 use crate::registry::Registry;
@@ -50,7 +50,7 @@ pub struct Session {
     /// Filter -> (options, subscription identifier): the source of truth.
     subscriptions: HashMap<TopicFilter, (SubscriptionOptions, Option<u32>)>,
     /// QoS 1/2 in flight to the client and the bounded queue behind them.
-    out: Outbound<Arc<Message>>,
+    out: Outbound<Routed>,
     /// Delivery weight handed to the connection and not yet reported written.
     in_transit: usize,
     /// The client's Maximum Packet Size (MQTT 5): larger deliveries are dropped for it.
@@ -166,6 +166,26 @@ impl Session {
         self.expiry_timer = Some(handle);
     }
 
+    /// Tells the shards whether this member of its shared subscriptions is connected.
+    fn set_shared_online(&self, online: bool) {
+        for filter in self.subscriptions.keys() {
+            if filter.shared_group().is_some() {
+                self.router.shared_online(filter, self.id, online);
+            }
+        }
+    }
+
+    /// The client left: messages that came through shared subscriptions and are not yet
+    /// acknowledged go to another member of their group instead of waiting here.
+    fn hand_back_shared(&mut self) {
+        for delivery in self.out.take_where(|d| d.msg.shared.is_some()) {
+            if let Some(group) = delivery.msg.shared.clone() {
+                self.router
+                    .route_shared(Arc::clone(&delivery.msg.msg), group, self.id);
+            }
+        }
+    }
+
     /// Publishes the will now, if there is one.
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
@@ -237,6 +257,7 @@ impl Handler<Attach> for Session {
         self.in_transit = 0;
         let protocol = msg.link.protocol;
         self.link = Some(msg.link);
+        self.set_shared_online(true);
         let replay = self.replay(protocol);
         // What queued while offline follows the replay (the Connection holds it until CONNACK).
         self.pump();
@@ -258,6 +279,8 @@ impl Handler<Detach> for Session {
         }
         self.link = None;
         self.in_transit = 0;
+        self.set_shared_online(false);
+        self.hand_back_shared();
         if let Some(expiry) = msg.new_expiry {
             self.expiry = (expiry != u32::MAX).then_some(expiry);
         }

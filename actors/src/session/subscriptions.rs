@@ -15,7 +15,7 @@ use starling_proto::session::Delivery;
 use starling_proto::{Packet, QoS, ReasonCode, RetainHandling, SubAck, TopicFilter, UnsubAck};
 
 use super::Session;
-use crate::msg::{SessionSubscribe, SessionUnsubscribe, Subscriber};
+use crate::msg::{Routed, SessionSubscribe, SessionUnsubscribe, Subscriber};
 use crate::retain::MatchRetained;
 
 /// A filter whose retained messages are sent after SUBACK.
@@ -48,14 +48,11 @@ impl Handler<SessionSubscribe> for Session {
         let mut reasons = Vec::with_capacity(packet.filters.len());
         let mut retained = Vec::new();
         for (filter, options) in packet.filters {
-            if filter.shared_group().is_some() {
-                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                continue;
-            }
             let subscriber = Subscriber {
                 session: ctx.address(),
                 options,
                 subscription_id,
+                online: true,
             };
             // [MQTT-3.8.4-3]: a subscription to an existing filter replaces it.
             self.router.subscribe(&filter, self.id, &subscriber);
@@ -64,11 +61,13 @@ impl Handler<SessionSubscribe> for Session {
                 .insert(filter.clone(), (options, subscription_id))
                 .is_some();
             reasons.push(granted(options.qos));
-            let send_retained = match options.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => !existed,
-                RetainHandling::DoNotSend => false,
-            };
+            // MQTT 5 §4.8.2: retained messages are not sent when a shared subscription is made.
+            let send_retained = filter.shared_group().is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
             if send_retained {
                 retained.push(RetainedRequest {
                     filter,
@@ -111,7 +110,10 @@ impl Session {
                     subscription_ids: request.subscription_id.into_iter().collect(),
                     expires_at: msg.expires_at,
                     size: msg.payload.len(),
-                    msg: Arc::clone(&msg),
+                    msg: Routed {
+                        msg: Arc::clone(&msg),
+                        shared: None,
+                    },
                 };
                 act.deliver(delivery, false);
             }
