@@ -14,6 +14,8 @@ use starling::{logging, shutdown, Settings};
 #[derive(Debug, Parser)]
 #[command(name = "starling", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// A settings file layered over the built-in defaults; repeat to layer several, in order.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Vec<PathBuf>,
@@ -22,8 +24,37 @@ struct Cli {
     check_config: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print a `user:verifier` line for `security.scram_sha256_file`; the password is read
+    /// from the first line of standard input (never from the command line).
+    ScramVerifier {
+        /// The user name.
+        user: String,
+    },
+}
+
+fn scram_verifier(user: &str) -> ExitCode {
+    let mut password = String::new();
+    if std::io::stdin().read_line(&mut password).is_err() {
+        eprintln!("starling: cannot read the password from standard input");
+        return ExitCode::from(2);
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() || user.is_empty() || user.contains(':') {
+        eprintln!("starling: need a user name without ':' and a non-empty password");
+        return ExitCode::from(2);
+    }
+    let verifier = starling_actors::security::scram::Verifier::new(password);
+    println!("{user}:{}", verifier.to_text());
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ScramVerifier { user }) = &cli.command {
+        return scram_verifier(user);
+    }
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings,
         Err(e) => {

@@ -93,6 +93,7 @@ impl Drop for Server {
 /// Starts the broker on its own threads and returns once every acceptor is listening.
 pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
     let acceptors = settings.acceptors()?;
+    let auth_methods = settings.auth_methods()?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -119,7 +120,7 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
                         }
                     }
                 }
-                let broker = Broker::start(&settings.broker_config(), &handles, &log);
+                let broker = Broker::start(&settings.broker_config(), auth_methods, &handles, &log);
                 let worker_pool = Arc::new(Workers::new(handles.clone()));
                 let mut addrs = Vec::new();
                 let mut tasks = Vec::new();

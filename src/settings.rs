@@ -8,12 +8,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 use starling_actors::config::{BrokerConfig, SessionConfig};
 use starling_actors::connection::AliasPolicy;
 use starling_actors::proto::session::{DropPolicy, QueueLimits};
+use starling_actors::security::scram::ScramSha256;
+use starling_actors::security::{AuthMethod, AuthMethods};
 
 use crate::acceptor::{self, Acceptor};
 
@@ -31,6 +34,9 @@ pub struct Settings {
     pub session: SessionSettings,
     /// `[retain]`.
     pub retain: RetainSettings,
+    /// `[security]`.
+    #[serde(default)]
+    pub security: SecuritySettings,
     /// `[logging]`.
     pub logging: LoggingSettings,
     /// `[[acceptors]]`.
@@ -99,6 +105,16 @@ pub enum QueueFullPolicy {
 pub struct RetainSettings {
     /// Milliseconds before a retained message without its own expiry expires; -1: never.
     pub expiry_delay: i64,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// SCRAM-SHA-256 verifiers (`user:SCRAM-SHA-256$...` lines). When set, MQTT 5 clients may
+    /// authenticate with the `SCRAM-SHA-256` method.
+    #[serde(default)]
+    pub scram_sha256_file: Option<PathBuf>,
 }
 
 /// `[logging]`.
@@ -280,6 +296,11 @@ impl Settings {
                 "retain.expiry_delay: -1 (never) or a positive number of milliseconds".to_owned(),
             );
         }
+        if let Some(path) = &self.security.scram_sha256_file {
+            if let Err(e) = ScramSha256::from_file(path) {
+                problems.push(format!("security.scram_sha256_file: {e}"));
+            }
+        }
         if self.acceptors.is_empty() {
             problems.push(format!(
                 "acceptors (in {acceptors_origin}): at least one acceptor is needed"
@@ -331,6 +352,18 @@ impl Settings {
                 })
             })
             .collect()
+    }
+
+    /// The MQTT 5 enhanced authentication methods these settings enable.
+    pub fn auth_methods(&self) -> Result<AuthMethods, SettingsError> {
+        let mut methods: Vec<Arc<dyn AuthMethod>> = Vec::new();
+        if let Some(path) = &self.security.scram_sha256_file {
+            let scram = ScramSha256::from_file(path).map_err(|e| SettingsError {
+                problems: vec![format!("security.scram_sha256_file: {e}")],
+            })?;
+            methods.push(Arc::new(scram));
+        }
+        Ok(AuthMethods::new(methods))
     }
 
     /// Worker arbiters to start.

@@ -32,7 +32,10 @@ async fn v5_connack_announces_the_acceptor_defaults() {
     assert_eq!(props.maximum_packet_size, Some(268_435_455));
     // The client asked for 30 s, less than serverKeepAlive 60: its value stands, unannounced.
     assert_eq!(props.server_keep_alive, None);
-    assert_eq!(props.shared_subscription_available, None, "absent: available");
+    assert_eq!(
+        props.shared_subscription_available, None,
+        "absent: available"
+    );
 }
 
 /// The seed: serverKeepAlive applies when the client's keep alive is 0.

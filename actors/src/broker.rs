@@ -20,6 +20,7 @@ use crate::connection::Connection;
 use crate::msg::{QuerySession, SessionInfo};
 use crate::registry::Registry;
 use crate::retain::RetainStore;
+use crate::security::AuthMethods;
 use crate::topic::{Router, TopicNode};
 
 /// Any byte stream a Connection can speak MQTT over: TCP, TLS, WebSocket.
@@ -37,6 +38,8 @@ pub struct BrokerContext {
     pub shutdown: watch::Receiver<bool>,
     /// Connections currently open.
     pub connections: AtomicUsize,
+    /// MQTT 5 enhanced authentication methods on offer.
+    pub auth_methods: AuthMethods,
     next_conn_id: AtomicU64,
     /// The root logger.
     pub log: Logger,
@@ -88,7 +91,12 @@ pub struct Broker {
 impl Broker {
     /// Starts the TopicNode shards round-robin over `workers` and the Registry on the current
     /// arbiter. Must be called inside a running actix System.
-    pub fn start(config: &BrokerConfig, workers: &[ArbiterHandle], log: &Logger) -> Broker {
+    pub fn start(
+        config: &BrokerConfig,
+        auth_methods: AuthMethods,
+        workers: &[ArbiterHandle],
+        log: &Logger,
+    ) -> Broker {
         let shard_count = config.topic_shards.max(1);
         let shards = (0..shard_count)
             .map(|i| {
@@ -119,6 +127,7 @@ impl Broker {
                 router,
                 shutdown: shutdown_rx,
                 connections: AtomicUsize::new(0),
+                auth_methods,
                 next_conn_id: AtomicU64::new(1),
                 log: log.new(o!()),
             }),

@@ -11,6 +11,7 @@
 //! - [`session`]: the Session actor, one per client id, outliving connections until expiry:
 //!   subscriptions (the source of truth), QoS 1/2 in flight and the bounded queue (the state
 //!   machine is `proto::session`), inbound QoS 2 ids, the will.
+//! - [`security`]: MQTT 5 enhanced authentication: the `AuthMethod` hook and SCRAM-SHA-256.
 //! - [`retain`]: the RetainStore actor: last retained message per topic, expiry, matching.
 //! - [`topic`]: TopicNode actors, the subscription trie sharded by first topic level, and the
 //!   `Router` that picks a shard.
@@ -28,6 +29,7 @@ pub mod msg;
 pub mod protocol;
 pub mod registry;
 pub mod retain;
+pub mod security;
 pub mod session;
 pub mod topic;
 

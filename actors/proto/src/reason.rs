@@ -86,6 +86,18 @@ impl ReasonCode {
         self.0 < 0x80
     }
 
+    /// This reason as DISCONNECT may carry it: codes DISCONNECT does not allow become the
+    /// nearest one it does (bad credentials are "not authorized"; anything else "unspecified").
+    pub fn for_disconnect(self) -> ReasonCode {
+        if DISCONNECT_CODES.contains(&self) {
+            self
+        } else if self == ReasonCode::BAD_USER_NAME_OR_PASSWORD {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        }
+    }
+
     /// The MQTT 3.x CONNACK return code for this reason.
     ///
     /// 3.x has six codes; every MQTT 5 failure maps to the nearest of them, so a 3.x client is
@@ -265,5 +277,26 @@ impl DecodeError {
             DecodeError::TopicNameInvalid(_) => ReasonCode::TOPIC_NAME_INVALID,
             DecodeError::InConnect { source, .. } => source.reason_code(),
         }
+    }
+}
+
+#[cfg(test)]
+mod disconnect_tests {
+    use super::*;
+
+    #[test]
+    fn codes_disconnect_cannot_carry_are_mapped() {
+        assert_eq!(
+            ReasonCode::PACKET_TOO_LARGE.for_disconnect(),
+            ReasonCode::PACKET_TOO_LARGE
+        );
+        assert_eq!(
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD.for_disconnect(),
+            ReasonCode::NOT_AUTHORIZED
+        );
+        assert_eq!(
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION.for_disconnect(),
+            ReasonCode::UNSPECIFIED_ERROR
+        );
     }
 }

@@ -1,18 +1,22 @@
 //! The CONNECT handshake: validate, pick the client id, open the session, answer CONNACK.
 //!
-//! Reading is paused from CONNECT until CONNACK is written, so nothing a client pipelines after
-//! its CONNECT is handled before its session exists.
+//! With an Authentication Method (MQTT 5 enhanced authentication) the broker first runs the
+//! method's challenge/response over AUTH packets. Reading is paused from the end of
+//! authentication until CONNACK is written, so nothing a client pipelines after its CONNECT is
+//! handled before its session exists.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use slog::{debug, info, o};
-use starling_proto::{ConnAck, Connect, LastWill, Packet, Properties, Protocol, ReasonCode};
+use starling_proto::{Auth, ConnAck, Connect, LastWill, Packet, Properties, Protocol, ReasonCode};
 
 use super::{Attachment, Connection, State};
 use crate::msg::{ClientLink, Message, OpenSession, SessionParams, Will};
+use crate::security::AuthStep;
 
 /// Longest client id MQTT 3.1 allows ([MQTT 3.1, 3.1 CONNECT, Client Identifier]).
 const V31_MAX_CLIENT_ID: usize = 23;
@@ -29,18 +33,81 @@ fn assign_client_id() -> String {
 }
 
 impl Connection {
-    /// Handles the first CONNECT of a connection.
-    pub(super) fn on_connect(&mut self, connect: &Connect, ctx: &mut Context<Self>) {
+    /// Handles the first CONNECT of a connection: enhanced authentication first when the
+    /// client asks for it, then the session.
+    pub(super) fn on_connect(&mut self, connect: Box<Connect>, ctx: &mut Context<Self>) {
         self.limits.protocol = connect.protocol;
         let props = connect.properties.as_deref();
-
-        // The seed's Enhanced Authentication: no challenge/response method is configured, so an
-        // Authentication Method is refused with 0x8C and the connection closed.
-        if props.is_some_and(|p| p.authentication_method.is_some()) {
-            self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, ctx);
+        if let Some(name) = props.and_then(|p| p.authentication_method.clone()) {
+            // The seed: a method the broker does not offer gets 0x8C and the connection closed.
+            let Some(method) = self.broker.auth_methods.get(&name).cloned() else {
+                self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, ctx);
+                return;
+            };
+            let data = props
+                .and_then(|p| p.authentication_data.clone())
+                .unwrap_or_default();
+            let (conversation, step) = method.start(&data);
+            self.auth_method = Some(name);
+            self.auth = Some(super::AuthInProgress {
+                conversation,
+                connect: Some(connect),
+            });
+            self.state = State::Authenticating;
+            self.on_auth_step(step, ctx);
             return;
         }
+        self.open_session(&connect, None, ctx);
+    }
 
+    /// Acts on what the authentication method decided.
+    pub(super) fn on_auth_step(&mut self, step: AuthStep, ctx: &mut Context<Self>) {
+        match step {
+            AuthStep::Continue(data) => {
+                self.send_auth(ReasonCode::CONTINUE_AUTHENTICATION, Some(data))
+            }
+            AuthStep::Success { data, identity } => {
+                let Some(auth) = self.auth.take() else { return };
+                info!(self.log, "authenticated"; "method" => self.auth_method.as_deref(), "identity" => identity);
+                match auth.connect {
+                    Some(connect) => self.open_session(&connect, Some(data), ctx),
+                    // Re-authentication succeeded: AUTH 0x00 with the final data.
+                    None => self.send_auth(ReasonCode::SUCCESS, data),
+                }
+            }
+            AuthStep::Failure(code) => {
+                let initial = self.auth.take().is_some_and(|a| a.connect.is_some());
+                info!(self.log, "authentication failed"; "method" => self.auth_method.as_deref(), "code" => %code);
+                if initial {
+                    self.refuse(code, ctx);
+                } else {
+                    // [MQTT-4.12.1-2]: a failed re-authentication closes the connection.
+                    self.close(Some(code), ctx);
+                }
+            }
+        }
+    }
+
+    fn send_auth(&mut self, reason: ReasonCode, data: Option<Bytes>) {
+        self.send(&Packet::Auth(Auth {
+            reason,
+            properties: Some(Box::new(Properties {
+                authentication_method: self.auth_method.clone(),
+                authentication_data: data,
+                ..Properties::default()
+            })),
+        }));
+    }
+
+    /// Validates the client id, opens the session at the Registry and answers CONNACK.
+    /// `auth` holds the final authentication data when enhanced authentication succeeded.
+    fn open_session(
+        &mut self,
+        connect: &Connect,
+        auth: Option<Option<Bytes>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let props = connect.properties.as_deref();
         let mut client_id = connect.client_id.clone();
         let mut assigned = false;
         if connect.protocol == Protocol::V31
@@ -114,7 +181,11 @@ impl Connection {
                 }
                 match result {
                     Ok(Ok(attached)) => {
-                        let properties = act.connack_properties(assigned, keep_alive_changed);
+                        let mut properties = act.connack_properties(assigned, keep_alive_changed);
+                        if let Some(data) = auth {
+                            properties.authentication_method = act.auth_method.clone();
+                            properties.authentication_data = data;
+                        }
                         let properties = if act.protocol().is_v5() && !properties.is_empty() {
                             Some(Box::new(properties))
                         } else {

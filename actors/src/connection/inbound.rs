@@ -6,7 +6,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use slog::debug;
 use starling_proto::{
-    DecodeError, Packet, PacketId, Protocol, PubResponse, Publish, QoS, ReasonCode,
+    Auth, DecodeError, Packet, PacketId, Protocol, PubResponse, Publish, QoS, ReasonCode,
 };
 
 use super::{Connection, State};
@@ -17,9 +17,20 @@ use crate::msg::{
 impl Connection {
     /// Dispatches one decoded packet.
     pub(super) fn on_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
+        if self.state == State::Authenticating {
+            match packet {
+                Packet::Auth(auth) if auth.reason == ReasonCode::CONTINUE_AUTHENTICATION => {
+                    self.on_auth_packet(&auth, ctx)
+                }
+                Packet::Disconnect(_) => self.close(None, ctx),
+                // MQTT 5 §4.12: during authentication only AUTH (or DISCONNECT) may come.
+                _ => self.refuse(ReasonCode::PROTOCOL_ERROR, ctx),
+            }
+            return;
+        }
         if self.state == State::AwaitingConnect {
             match packet {
-                Packet::Connect(connect) => self.on_connect(&connect, ctx),
+                Packet::Connect(connect) => self.on_connect(connect, ctx),
                 // [MQTT-3.1.0-1]: the first packet must be CONNECT.
                 other => {
                     debug!(self.log, "first packet is not CONNECT"; "type" => other.kind());
@@ -76,10 +87,7 @@ impl Connection {
                 // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
                 self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
             }
-            Packet::Auth(_) => {
-                // No authentication exchange was started, so AUTH is out of place.
-                self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
-            }
+            Packet::Auth(auth) => self.on_auth_packet(&auth, ctx),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 // Packets only a server sends.
                 self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
@@ -141,6 +149,48 @@ impl Connection {
             .into_actor(self)
             .map(move |_, act, _| act.routed(id))
             .spawn(ctx);
+    }
+
+    /// An AUTH packet: the next step of an exchange under way (0x18), or the start of a
+    /// re-authentication (0x19) with the CONNECT's method ([MQTT-4.12.1-1]).
+    fn on_auth_packet(&mut self, auth: &Auth, ctx: &mut Context<Self>) {
+        let props = auth.properties.as_deref();
+        let method = props.and_then(|p| p.authentication_method.as_deref());
+        let data = props
+            .and_then(|p| p.authentication_data.clone())
+            .unwrap_or_default();
+        let same_method = method.is_some() && method == self.auth_method.as_deref();
+        let step = match (auth.reason, self.auth.as_mut()) {
+            (ReasonCode::CONTINUE_AUTHENTICATION, Some(exchange)) if same_method => {
+                exchange.conversation.step(&data)
+            }
+            (ReasonCode::RE_AUTHENTICATE, None)
+                if same_method && self.state == State::Connected =>
+            {
+                let found = method.and_then(|m| self.broker.auth_methods.get(m).cloned());
+                let Some(found) = found else {
+                    self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
+                    return;
+                };
+                let (conversation, step) = found.start(&data);
+                self.auth = Some(super::AuthInProgress {
+                    conversation,
+                    connect: None,
+                });
+                step
+            }
+            _ => {
+                // AUTH out of place: no exchange, another method, or a reason that does not
+                // fit (MQTT 5 §4.12; the method must stay that of CONNECT, [MQTT-4.12.0-5]).
+                if self.state == State::Authenticating {
+                    self.refuse(ReasonCode::PROTOCOL_ERROR, ctx);
+                } else {
+                    self.close(Some(ReasonCode::PROTOCOL_ERROR), ctx);
+                }
+                return;
+            }
+        };
+        self.on_auth_step(step, ctx);
     }
 
     /// MQTT 5 topic aliases: learn or apply the alias; the error is the DISCONNECT reason.

@@ -51,7 +51,10 @@ impl ActorFuture<Connection> for IoDriver {
 
 impl Connection {
     fn reading(&self) -> bool {
-        matches!(self.state, State::AwaitingConnect | State::Connected)
+        matches!(
+            self.state,
+            State::AwaitingConnect | State::Authenticating | State::Connected
+        )
     }
 
     /// Decodes what is buffered and reads more, within a budget.

@@ -43,12 +43,22 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 enum State {
     /// Socket open, no CONNECT yet.
     AwaitingConnect,
+    /// CONNECT received with an Authentication Method; AUTH packets are exchanged.
+    Authenticating,
     /// CONNECT received, waiting for the Registry; reading is paused.
     Connecting,
     /// CONNACK sent.
     Connected,
     /// Flushing the last bytes, then closing. Nothing more is read.
     Closing,
+}
+
+/// An enhanced authentication exchange under way.
+#[derive(Debug)]
+struct AuthInProgress {
+    conversation: Box<dyn crate::security::AuthConversation>,
+    /// The CONNECT waiting for the outcome; `None` during re-authentication.
+    connect: Option<Box<starling_proto::Connect>>,
 }
 
 /// The client's session, once attached.
@@ -78,6 +88,10 @@ pub struct Connection {
     last_read: Instant,
     attachment: Option<Attachment>,
     client_id: Option<Arc<str>>,
+    /// The Authentication Method of CONNECT (MQTT 5), which re-authentication must reuse.
+    auth_method: Option<String>,
+    /// An authentication exchange under way.
+    auth: Option<AuthInProgress>,
     /// MQTT 5 inbound topic aliases.
     aliases: HashMap<u16, TopicName>,
     /// MQTT 5 outbound topic aliases (empty until CONNECT announces a maximum).
@@ -141,6 +155,8 @@ impl Connection {
             last_read: Instant::now(),
             attachment: None,
             client_id: None,
+            auth_method: None,
+            auth: None,
             aliases: HashMap::new(),
             outbound_aliases: aliases::OutboundAliases::new(0),
             inbound_qos1: VecDeque::new(),
@@ -232,6 +248,7 @@ impl Connection {
         if let Some(reason) = reason {
             if self.state == State::Connected && self.protocol().is_v5() {
                 let text = detail.unwrap_or_else(|| reason.name().to_owned());
+                let reason = reason.for_disconnect();
                 self.send(&Packet::Disconnect(Disconnect {
                     reason,
                     properties: Some(Box::new(Properties {
@@ -288,7 +305,7 @@ impl Actor for Connection {
         ctx.spawn(io::IoDriver);
         self.watch_shutdown(ctx);
         ctx.run_later(self.config.connect_timeout, |act, ctx| {
-            if act.state == State::AwaitingConnect {
+            if matches!(act.state, State::AwaitingConnect | State::Authenticating) {
                 debug!(act.log, "no CONNECT in time");
                 act.close(None, ctx);
             }
@@ -327,7 +344,7 @@ impl Handler<Outbound> for Connection {
             State::Connected => self.send_delivery(packet),
             // The session may answer before the Registry's reply reaches us: keep the order.
             State::Connecting => self.pending.push(packet),
-            State::AwaitingConnect | State::Closing => {}
+            State::AwaitingConnect | State::Authenticating | State::Closing => {}
         }
     }
 }
