@@ -366,3 +366,27 @@ async fn disconnects_for_bad_packets_carry_a_reason_string() {
         other => panic!("expected DISCONNECT, got {other:?}"),
     }
 }
+
+/// MQTT 5 PUBACK says 0x10 (No matching subscribers) when a QoS 1 message matched nobody, and
+/// 0x00 when it reached someone.
+#[tokio::test]
+async fn puback_reports_no_matching_subscribers() {
+    let broker = TestBroker::default_broker();
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
+    publisher
+        .send_packet(&publish("nobody/home", QoS::AtLeastOnce, Some(1), "x"))
+        .await;
+    match publisher.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let (mut sub, _) = Raw::connected(broker.addr, Protocol::V5, "sub").await;
+    sub.subscribe("nobody/#", QoS::AtMostOnce).await;
+    publisher
+        .send_packet(&publish("nobody/home", QoS::AtLeastOnce, Some(2), "x"))
+        .await;
+    match publisher.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}

@@ -272,9 +272,10 @@ pub struct SessionEnded {
 #[rtype(result = "()")]
 pub struct EndSession;
 
-/// Connection -> TopicNode: route a published message to every matching subscriber.
+/// Connection -> TopicNode: route a published message to every matching subscriber. The
+/// answer says whether any subscriber matched (MQTT 5 PUBACK 0x10 when none did).
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Route(pub Arc<Message>);
 
 /// One subscription as a TopicNode keeps it.

@@ -282,9 +282,9 @@ impl Handler<SharedOnline> for TopicNode {
 }
 
 impl Handler<Route> for TopicNode {
-    type Result = ();
+    type Result = bool;
 
-    fn handle(&mut self, Route(msg): Route, _: &mut Self::Context) {
+    fn handle(&mut self, Route(msg): Route, _: &mut Self::Context) -> bool {
         let pending = &mut self.pending;
         let groups = &mut self.groups;
         self.trie.for_each_match(msg.topic.as_str(), |key, sub| {
@@ -323,12 +323,14 @@ impl Handler<Route> for TopicNode {
                 }
             }
         });
+        let matched = !pending.is_empty() || !self.groups.is_empty();
         for (_, (session, deliver)) in pending.drain() {
             session.do_send(deliver);
         }
         if !self.groups.is_empty() {
             self.deliver_shared(&msg, None);
         }
+        matched
     }
 }
 

@@ -140,14 +140,22 @@ impl Connection {
             return;
         }
         // QoS 1: PUBACK once the shard has routed it, in arrival order.
-        self.inbound_qos1.push_back((id, false));
+        self.inbound_qos1
+            .push_back((id, ReasonCode::SUCCESS, false));
         let origin = self.attachment.as_ref().map(|a| a.session_id);
         let msg = Arc::new(Message::from_publish(publish, origin, Instant::now()));
         self.broker
             .router
             .publish_confirmed(msg)
             .into_actor(self)
-            .map(move |_, act, _| act.routed(id))
+            .map(move |matched, act, _| {
+                // MQTT 5: "No matching subscribers" is still a success, and more informative.
+                let reason = match matched {
+                    Ok(false) => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+                    _ => ReasonCode::SUCCESS,
+                };
+                act.routed(id, reason)
+            })
             .spawn(ctx);
     }
 
@@ -219,18 +227,21 @@ impl Connection {
     }
 
     /// A QoS 1 publish was routed: acknowledge it and any routed ones queued behind it.
-    fn routed(&mut self, id: PacketId) {
+    fn routed(&mut self, id: PacketId, reason: ReasonCode) {
         if let Some(entry) = self
             .inbound_qos1
             .iter_mut()
-            .find(|(pending, done)| *pending == id && !*done)
+            .find(|(pending, _, done)| *pending == id && !*done)
         {
-            entry.1 = true;
+            entry.1 = reason;
+            entry.2 = true;
         }
-        while let Some(&(id, true)) = self.inbound_qos1.front() {
+        while let Some(&(id, reason, true)) = self.inbound_qos1.front() {
             self.inbound_qos1.pop_front();
             if self.state == State::Connected {
-                self.send(&Packet::PubAck(PubResponse::success(id)));
+                let mut ack = PubResponse::success(id);
+                ack.reason = reason;
+                self.send(&Packet::PubAck(ack));
             }
         }
     }

@@ -96,9 +96,10 @@ pub struct Connection {
     aliases: HashMap<u16, TopicName>,
     /// MQTT 5 outbound topic aliases (empty until CONNECT announces a maximum).
     outbound_aliases: aliases::OutboundAliases,
-    /// Inbound QoS 1 publishes being routed, in arrival order, with whether routing is done:
-    /// PUBACKs go out in this order once the head is routed ([MQTT-4.6.0-2]).
-    inbound_qos1: VecDeque<(PacketId, bool)>,
+    /// Inbound QoS 1 publishes being routed, in arrival order, with their PUBACK reason and
+    /// whether routing is done: PUBACKs go out in this order once the head is routed
+    /// ([MQTT-4.6.0-2]).
+    inbound_qos1: VecDeque<(PacketId, ReasonCode, bool)>,
     /// Inbound QoS 2 ids handed to the session and not yet completed (PUBCOMP sent).
     inbound_qos2: HashSet<PacketId>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
