@@ -4,10 +4,13 @@
 //! so an Artemis user's acceptor line works unchanged. Every problem is reported with the
 //! parameter's name; an unknown parameter is an error, never silently ignored.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use starling_actors::config::MqttConfig;
 use starling_actors::connection::AliasPolicy;
+
+use crate::tls::{SslMode, TlsParams};
 
 /// One acceptor, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub struct Acceptor {
     pub port: u16,
     /// The MQTT parameters.
     pub mqtt: MqttConfig,
+    /// The TLS parameters (`sslEnabled`, `keyStorePath`, ...).
+    pub tls: TlsParams,
 }
 
 impl Acceptor {
@@ -53,6 +58,7 @@ pub fn parse(name: &str, url: &str, base: &MqttConfig) -> Result<Acceptor, Vec<S
     };
 
     let mut mqtt = base.clone();
+    let mut tls = TlsParams::default();
     let mut saw_protocols = false;
     for pair in query.split([';', '&']).filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -81,9 +87,17 @@ pub fn parse(name: &str, url: &str, base: &MqttConfig) -> Result<Acceptor, Vec<S
             "closeMqttConnectionOnPublishAuthorizationFailure" => {
                 parse_bool(value).map(|v| mqtt.close_on_publish_auth_failure = v)
             }
-            "sslEnabled" | "keyStorePath" | "keyStorePassword" | "needClientAuth"
-            | "trustStorePath" | "trustStorePassword" => {
-                Err("TLS acceptors are not supported by this version of Starling yet".to_owned())
+            "sslEnabled" => parse_ssl_mode(value).map(|mode| tls.mode = mode),
+            "keyStorePath" => non_empty(value).map(|v| tls.key_store = Some(PathBuf::from(v))),
+            "keyStorePassword" => {
+                tls.key_store_password = Some(value.to_owned());
+                Ok(())
+            }
+            "needClientAuth" => parse_bool(value).map(|v| tls.need_client_auth = v),
+            "trustStorePath" => non_empty(value).map(|v| tls.trust_store = Some(PathBuf::from(v))),
+            "trustStorePassword" => {
+                tls.trust_store_password = Some(value.to_owned());
+                Ok(())
             }
             _ => Err("unknown acceptor parameter".to_owned()),
         };
@@ -94,12 +108,16 @@ pub fn parse(name: &str, url: &str, base: &MqttConfig) -> Result<Acceptor, Vec<S
     if !saw_protocols {
         errors.push("protocols: missing; an MQTT acceptor needs protocols=MQTT".to_owned());
     }
+    if tls.mode != SslMode::Off && tls.key_store.is_none() {
+        errors.push("keyStorePath: required when sslEnabled is true or optional".to_owned());
+    }
     if errors.is_empty() {
         Ok(Acceptor {
             name: name.to_owned(),
             host,
             port,
             mqtt,
+            tls,
         })
     } else {
         Err(errors)
@@ -141,6 +159,23 @@ fn parse_limit(value: &str, min: i64, max: i64, zero_ok: bool) -> Result<Option<
         0 if !zero_ok => Err("0 is prohibited by the MQTT 5 specification; use -1 to not send it, or a positive value".to_owned()),
         n if n >= min && n <= max => Ok(Some(n)),
         n => Err(format!("{n} is out of range (-1, or {min} to {max})")),
+    }
+}
+
+fn parse_ssl_mode(value: &str) -> Result<SslMode, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(SslMode::Required),
+        "false" => Ok(SslMode::Off),
+        "optional" => Ok(SslMode::Optional),
+        _ => Err(format!("{value:?} is not true, false or optional")),
+    }
+}
+
+fn non_empty(value: &str) -> Result<&str, String> {
+    if value.trim().is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(value.trim())
     }
 }
 
@@ -208,6 +243,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_parameters_are_read() {
+        let a = ok(
+            "tcp://h:8883?protocols=MQTT;sslEnabled=optional;keyStorePath=/k.p12;\
+                    keyStorePassword=pw;needClientAuth=true;trustStorePath=/ca.pem",
+        );
+        assert_eq!(a.tls.mode, SslMode::Optional);
+        assert_eq!(a.tls.key_store, Some(PathBuf::from("/k.p12")));
+        assert_eq!(a.tls.key_store_password.as_deref(), Some("pw"));
+        assert!(a.tls.need_client_auth);
+        assert_eq!(a.tls.trust_store, Some(PathBuf::from("/ca.pem")));
+    }
+
+    #[test]
     fn ipv6_hosts_are_bracketed() {
         let a = ok("tcp://[::1]:1883?protocols=MQTT");
         assert_eq!(a.host, "::1");
@@ -235,7 +283,8 @@ mod tests {
         assert!(err("udp://h:1?protocols=MQTT").contains("must start with tcp://"));
         assert!(err("tcp://h?protocols=MQTT").contains("missing :port"));
         assert!(err("tcp://h:99999?protocols=MQTT").contains("not a number"));
-        assert!(err("tcp://h:1?protocols=MQTT;sslEnabled=true").contains("sslEnabled: TLS"));
+        assert!(err("tcp://h:1?protocols=MQTT;sslEnabled=maybe").contains("sslEnabled:"));
+        assert!(err("tcp://h:1?protocols=MQTT;sslEnabled=true").contains("keyStorePath: required"));
     }
 
     #[test]

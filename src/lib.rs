@@ -8,8 +8,11 @@
 //! - [`acceptor`]: Artemis-style acceptor URLs and their parameters.
 //! - [`logging`]: slog drains (term or JSON), per-logger levels.
 //! - [`runtime`]: the actix System and worker arbiters; [`start`] returns a [`Server`].
-//! - [`listener`]: accept loops that hand sockets to worker arbiters.
-//! - [`shutdown`]: SIGTERM / SIGINT.
+//! - [`listener`]: accept loops that hand sockets to worker arbiters, where the first bytes
+//!   tell TCP, TLS and WebSocket apart.
+//! - [`tls`]: rustls configuration from the acceptor's keystore parameters; reload.
+//! - [`websocket`]: the WebSocket upgrade and a byte stream over binary frames.
+//! - [`shutdown`]: SIGTERM / SIGINT stop, SIGHUP reloads.
 //!
 //! Embedding: `start(settings, log)` runs a broker on its own threads and returns once it
 //! listens (tests use port 0 and `Server::local_addr`); `run(settings, log, shutdown)` blocks
@@ -21,6 +24,8 @@ pub mod logging;
 pub mod runtime;
 pub mod settings;
 pub mod shutdown;
+pub mod tls;
+pub mod websocket;
 
 use std::future::Future;
 

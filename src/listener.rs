@@ -1,18 +1,28 @@
-//! Accepting connections: one accept loop per acceptor, sockets handed to worker arbiters.
+//! Accepting connections: one accept loop per acceptor; on a worker arbiter, the first bytes
+//! tell TCP, TLS and WebSocket apart on one port.
 //!
 //! A tokio socket stays driven by the reactor it was created on, so an accepted socket is
-//! turned into a std socket, moved to a worker arbiter (round-robin), and rebuilt there before
-//! its Connection actor starts.
+//! turned into a std socket, moved to a worker arbiter (round-robin), and rebuilt there; the
+//! TLS and WebSocket handshakes run on the worker too. Sniffing: `0x16` starts a TLS handshake
+//! (when the acceptor has TLS), after which the first decrypted bytes are sniffed again; `GET`
+//! is a WebSocket upgrade; anything else is raw MQTT (whose decoder closes on garbage). With
+//! `sslEnabled=true` only TLS is accepted; with `optional`, all four transports are. The whole
+//! handshake is bounded by `core.handshake_timeout`.
 
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{debug, warn, Logger};
-use starling_actors::broker::BrokerHandle;
+use starling_actors::broker::{BrokerHandle, Transport, TransportInfo};
 use starling_actors::config::MqttConfig;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::tls::{certificate_identity, SslMode, Tls};
+use crate::websocket::{self, WsSettings};
 
 /// Round-robin over the worker arbiters.
 #[derive(Debug)]
@@ -39,10 +49,31 @@ impl Workers {
     }
 }
 
+/// Everything one acceptor needs to serve a socket.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The acceptor's MQTT parameters.
+    pub mqtt: Arc<MqttConfig>,
+    /// TLS, when `sslEnabled` is true or optional.
+    pub tls: Option<Tls>,
+    /// WebSocket settings.
+    pub ws: Arc<WsSettings>,
+    /// Bound on sniffing plus TLS and WebSocket handshakes.
+    pub handshake_timeout: Duration,
+}
+
+impl Endpoint {
+    fn plain_allowed(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_none_or(|tls| tls.mode() != SslMode::Required)
+    }
+}
+
 /// Accepts connections until the task is aborted.
 pub async fn accept_loop(
     listener: TcpListener,
-    config: Arc<MqttConfig>,
+    endpoint: Endpoint,
     workers: Arc<Workers>,
     broker: BrokerHandle,
     log: Logger,
@@ -57,7 +88,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        // Small packets must leave at once ([MQTT] latency; Nagle adds ~40 ms).
+        // Small packets must leave at once (Nagle adds ~40 ms).
         let _ = stream.set_nodelay(true);
         let std_stream = match stream.into_std() {
             Ok(s) => s,
@@ -68,13 +99,88 @@ pub async fn accept_loop(
         };
         let Some(worker) = workers.pick() else { return };
         let broker = broker.clone();
-        let config = Arc::clone(&config);
+        let endpoint = endpoint.clone();
         let log = log.clone();
         worker.spawn(async move {
-            match TcpStream::from_std(std_stream) {
-                Ok(stream) => broker.accept(Box::new(stream), peer, config),
-                Err(e) => debug!(log, "socket adoption failed"; "error" => %e),
+            let stream = match TcpStream::from_std(std_stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(log, "socket adoption failed"; "error" => %e);
+                    return;
+                }
+            };
+            let timeout = endpoint.handshake_timeout;
+            match tokio::time::timeout(timeout, handshake(stream, &endpoint)).await {
+                Ok(Ok(Some((io, info)))) => {
+                    broker.accept(io, peer, Arc::clone(&endpoint.mqtt), info)
+                }
+                Ok(Ok(None)) => {
+                    debug!(log, "connection refused by transport rules"; "peer" => %peer)
+                }
+                Ok(Err(e)) => debug!(log, "handshake failed"; "peer" => %peer, "error" => %e),
+                Err(_) => debug!(log, "handshake timed out"; "peer" => %peer),
             }
         });
+    }
+}
+
+type Accepted = Option<(Box<dyn Transport>, TransportInfo)>;
+
+/// Sniffs and completes the transport's handshakes; `None` when the transport is not allowed.
+async fn handshake(stream: TcpStream, endpoint: &Endpoint) -> io::Result<Accepted> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    match (first[0], &endpoint.tls) {
+        (0x16, Some(tls)) => {
+            let tls_stream = tls.acceptor().accept(stream).await?;
+            let identity = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| certificate_identity(cert));
+            // Sniff again inside TLS: a small buffer, so that little stays allocated.
+            let mut inner = BufReader::with_capacity(64, tls_stream);
+            let is_ws = inner.fill_buf().await?.first() == Some(&b'G');
+            finish(inner, is_ws, true, identity, endpoint)
+                .await
+                .map(Some)
+        }
+        (byte, _) if endpoint.plain_allowed() => {
+            finish(stream, byte == b'G', false, None, endpoint)
+                .await
+                .map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn finish<S>(
+    stream: S,
+    websocket: bool,
+    tls: bool,
+    client_identity: Option<String>,
+    endpoint: &Endpoint,
+) -> io::Result<(Box<dyn Transport>, TransportInfo)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let kind = match (websocket, tls) {
+        (false, false) => "tcp",
+        (false, true) => "tls",
+        (true, false) => "ws",
+        (true, true) => "wss",
+    };
+    let info = TransportInfo {
+        kind,
+        client_identity,
+    };
+    if websocket {
+        let ws = websocket::accept(stream, &endpoint.ws).await?;
+        Ok((Box::new(ws), info))
+    } else {
+        Ok((Box::new(stream), info))
     }
 }

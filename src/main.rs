@@ -50,6 +50,42 @@ fn scram_verifier(user: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs the broker until SIGTERM/SIGINT, reloading on SIGHUP.
+fn serve(settings: starling::Settings, log: &slog::Logger) -> Result<(), starling::StartError> {
+    let server = starling::start(settings, log.clone())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| starling::StartError::Thread(e.to_string()))?;
+    runtime.block_on(async {
+        let mut signals = match shutdown::Signals::new() {
+            Ok(signals) => signals,
+            Err(e) => {
+                slog::error!(log, "cannot install signal handlers; stopping on Ctrl-C only"; "error" => %e);
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        loop {
+            match signals.next().await {
+                shutdown::Signal::Stop(name) => {
+                    info!(log, "signal received"; "signal" => name);
+                    return;
+                }
+                shutdown::Signal::Reload => {
+                    let (reloaded, failed) = server.reload();
+                    info!(log, "reloaded on SIGHUP"; "reloaded" => reloaded.join("; "));
+                    for problem in failed {
+                        slog::error!(log, "reload failed, keeping the previous settings"; "problem" => problem);
+                    }
+                }
+            }
+        }
+    });
+    server.stop();
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::ScramVerifier { user }) = &cli.command {
@@ -81,12 +117,7 @@ fn main() -> ExitCode {
     };
     let log = logging.log.clone();
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
-    let shutdown_log = log.clone();
-    let result = starling::run(settings, log.clone(), async move {
-        let signal = shutdown::signalled().await;
-        info!(shutdown_log, "signal received"; "signal" => signal);
-    });
-    let code = match result {
+    let code = match serve(settings, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             slog::crit!(log, "cannot start"; "error" => %e);

@@ -16,8 +16,9 @@ use starling_actors::broker::{Broker, BrokerHandle};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::listener::{accept_loop, Workers};
+use crate::listener::{accept_loop, Endpoint, Workers};
 use crate::settings::{Settings, SettingsError};
+use crate::tls::{SslMode, Tls};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<(String, SocketAddr)>,
+    /// Each TLS acceptor's configuration, for `reload`.
+    tls: Vec<(String, Tls)>,
     broker: BrokerHandle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -61,6 +64,21 @@ impl Server {
             .iter()
             .find(|(name, _)| name == acceptor)
             .map(|(_, addr)| *addr)
+    }
+
+    /// Re-reads what can change while running: today the TLS keystores and truststores (new
+    /// handshakes use the new certificates; open connections are untouched). Returns what was
+    /// reloaded and what failed (a failed acceptor keeps its old certificate).
+    pub fn reload(&self) -> (Vec<String>, Vec<String>) {
+        let mut reloaded = Vec::new();
+        let mut failed = Vec::new();
+        for (name, tls) in &self.tls {
+            match tls.reload() {
+                Ok(()) => reloaded.push(format!("acceptor {name:?}: TLS certificate")),
+                Err(e) => failed.push(format!("acceptor {name:?}: {e}")),
+            }
+        }
+        (reloaded, failed)
     }
 
     /// A handle on the broker's actors (session snapshots, connection count).
@@ -94,6 +112,29 @@ impl Drop for Server {
 pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
     let acceptors = settings.acceptors()?;
     let auth_methods = settings.auth_methods()?;
+    let ws = Arc::new(settings.websocket());
+    let handshake_timeout = Duration::from_millis(settings.core.handshake_timeout);
+    let mut endpoints = Vec::new();
+    let mut tls_handles = Vec::new();
+    for acceptor in &acceptors {
+        let tls = match acceptor.tls.mode {
+            SslMode::Off => None,
+            _ => Some(Tls::new(acceptor.tls.clone()).map_err(|e| {
+                StartError::Settings(SettingsError {
+                    problems: vec![format!("acceptor {:?}: {e}", acceptor.name)],
+                })
+            })?),
+        };
+        if let Some(tls) = &tls {
+            tls_handles.push((acceptor.name.clone(), tls.clone()));
+        }
+        endpoints.push(Endpoint {
+            mqtt: Arc::new(acceptor.mqtt.clone()),
+            tls,
+            ws: Arc::clone(&ws),
+            handshake_timeout,
+        });
+    }
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -106,10 +147,10 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
             let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
             system.block_on(async move {
                 let mut bound = Vec::new();
-                for acceptor in acceptors {
+                for (acceptor, endpoint) in acceptors.into_iter().zip(endpoints) {
                     let address = acceptor.bind_address();
                     match TcpListener::bind(&address).await {
-                        Ok(listener) => bound.push((acceptor, listener)),
+                        Ok(listener) => bound.push((acceptor, endpoint, listener)),
                         Err(source) => {
                             let _ = ready_tx.send(Err(StartError::Bind {
                                 acceptor: acceptor.name,
@@ -124,7 +165,7 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
                 let worker_pool = Arc::new(Workers::new(handles.clone()));
                 let mut addrs = Vec::new();
                 let mut tasks = Vec::new();
-                for (acceptor, listener) in bound {
+                for (acceptor, endpoint, listener) in bound {
                     let addr = match listener.local_addr() {
                         Ok(addr) => addr,
                         Err(e) => {
@@ -137,7 +178,7 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
                     let log = log.new(o!("acceptor" => acceptor.name.clone()));
                     tasks.push(actix_rt::spawn(accept_loop(
                         listener,
-                        Arc::new(acceptor.mqtt),
+                        endpoint,
                         Arc::clone(&worker_pool),
                         broker.handle(),
                         log,
@@ -168,6 +209,7 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
     match ready_rx.recv() {
         Ok(Ok((addrs, broker))) => Ok(Server {
             addrs,
+            tls: tls_handles,
             broker,
             stop: Some(stop_tx),
             thread: Some(thread),

@@ -19,6 +19,8 @@ use starling_actors::security::scram::ScramSha256;
 use starling_actors::security::{AuthMethod, AuthMethods};
 
 use crate::acceptor::{self, Acceptor};
+use crate::tls::{self, SslMode};
+use crate::websocket::WsSettings;
 
 /// The built-in defaults: the same text as `settings/default.toml`.
 pub const DEFAULT_SETTINGS: &str = include_str!("../settings/default.toml");
@@ -37,6 +39,8 @@ pub struct Settings {
     /// `[security]`.
     #[serde(default)]
     pub security: SecuritySettings,
+    /// `[websocket]`.
+    pub websocket: WebSocketSettings,
     /// `[logging]`.
     pub logging: LoggingSettings,
     /// `[[acceptors]]`.
@@ -59,6 +63,18 @@ pub struct CoreSettings {
     pub shutdown_grace: u64,
     /// Topic aliases towards MQTT 5 clients that allow them.
     pub outbound_topic_aliases: OutboundAliases,
+    /// Milliseconds for a new socket's first bytes plus its TLS and WebSocket handshakes.
+    pub handshake_timeout: u64,
+}
+
+/// `[websocket]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// Only this request path is upgraded; empty accepts any path.
+    pub path: String,
+    /// Largest WebSocket frame or message accepted, in bytes.
+    pub max_frame_size: usize,
 }
 
 /// `core.outbound_topic_aliases`.
@@ -282,6 +298,12 @@ impl Settings {
         if self.core.connect_timeout == 0 {
             problems.push("core.connect_timeout: must be at least 1 (milliseconds)".to_owned());
         }
+        if self.core.handshake_timeout == 0 {
+            problems.push("core.handshake_timeout: must be at least 1 (milliseconds)".to_owned());
+        }
+        if self.websocket.max_frame_size < 1024 {
+            problems.push("websocket.max_frame_size: must be at least 1024".to_owned());
+        }
         if self.session.max_inflight_messages == 0 {
             problems.push("session.max_inflight_messages: must be at least 1".to_owned());
         }
@@ -314,13 +336,25 @@ impl Settings {
                     a.name
                 ));
             }
-            if let Err(errors) = acceptor::parse(&a.name, &a.url, &self.base_mqtt()) {
-                for e in errors {
-                    problems.push(format!(
-                        "acceptors[{i}] {:?} (in {acceptors_origin}): {e}",
-                        a.name
-                    ));
+            match acceptor::parse(&a.name, &a.url, &self.base_mqtt()) {
+                Err(errors) => {
+                    for e in errors {
+                        problems.push(format!(
+                            "acceptors[{i}] {:?} (in {acceptors_origin}): {e}",
+                            a.name
+                        ));
+                    }
                 }
+                // A keystore that cannot be read stops the broker at start-up.
+                Ok(parsed) if parsed.tls.mode != SslMode::Off => {
+                    if let Err(e) = tls::server_config(&parsed.tls) {
+                        problems.push(format!(
+                            "acceptors[{i}] {:?} (in {acceptors_origin}): {e}",
+                            a.name
+                        ));
+                    }
+                }
+                Ok(_) => {}
             }
         }
         if problems.is_empty() {
@@ -364,6 +398,14 @@ impl Settings {
             methods.push(Arc::new(scram));
         }
         Ok(AuthMethods::new(methods))
+    }
+
+    /// The WebSocket settings for acceptors.
+    pub fn websocket(&self) -> WsSettings {
+        WsSettings {
+            path: Some(self.websocket.path.clone()).filter(|p| !p.is_empty()),
+            max_frame_size: self.websocket.max_frame_size,
+        }
     }
 
     /// Worker arbiters to start.

@@ -111,11 +111,13 @@ async fn authentication_method_is_refused_with_0x8c() {
         .await;
 }
 
-/// A connection that never sends CONNECT is closed after `core.connect_timeout`.
+/// A connection that starts a CONNECT but never completes it is closed after
+/// `core.connect_timeout` (one that sends nothing at all meets `core.handshake_timeout`).
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_connect_timeout() {
     let broker = TestBroker::start("", "connect_timeout = 300");
     let mut raw = Raw::open(broker.addr, Protocol::V311).await;
+    raw.send(&[0x10]).await;
     let started = std::time::Instant::now();
     raw.expect_closed().await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(250));

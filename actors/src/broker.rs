@@ -27,6 +27,25 @@ use crate::topic::{Router, TopicNode};
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Transport for T {}
 
+/// How a client reached the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportInfo {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub kind: &'static str,
+    /// The subject common name of the client's TLS certificate, when it presented one.
+    pub client_identity: Option<String>,
+}
+
+impl TransportInfo {
+    /// Plain TCP without a client certificate.
+    pub fn tcp() -> TransportInfo {
+        TransportInfo {
+            kind: "tcp",
+            client_identity: None,
+        }
+    }
+}
+
 /// What every Connection shares: where to send things, and the shutdown signal.
 #[derive(Debug)]
 pub struct BrokerContext {
@@ -59,8 +78,14 @@ pub struct BrokerHandle(Arc<BrokerContext>);
 impl BrokerHandle {
     /// Starts a Connection actor for `io` on the current arbiter (the worker the socket was
     /// moved to).
-    pub fn accept(&self, io: Box<dyn Transport>, peer: SocketAddr, config: Arc<MqttConfig>) {
-        Connection::start_for(Arc::clone(&self.0), io, peer, config);
+    pub fn accept(
+        &self,
+        io: Box<dyn Transport>,
+        peer: SocketAddr,
+        config: Arc<MqttConfig>,
+        transport: TransportInfo,
+    ) {
+        Connection::start_for(Arc::clone(&self.0), io, peer, config, transport);
     }
 
     /// Connections currently open.

@@ -5,6 +5,7 @@
 //! (e.g. `trace`) to see the broker's logs while debugging a test.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
 pub mod raw;
 
 use std::io::Write;

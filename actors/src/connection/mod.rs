@@ -30,7 +30,7 @@ use starling_proto::{
     encode, Disconnect, Limits, Packet, PacketId, Properties, Protocol, ReasonCode, TopicName,
 };
 
-use crate::broker::{BrokerContext, Transport};
+use crate::broker::{BrokerContext, Transport, TransportInfo};
 use crate::config::MqttConfig;
 use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, SessionId};
 use crate::session::Session;
@@ -134,9 +134,15 @@ impl Connection {
         io: Box<dyn Transport>,
         peer: SocketAddr,
         config: Arc<MqttConfig>,
+        transport: TransportInfo,
     ) -> Addr<Connection> {
         let id = broker.next_conn_id();
-        let log = broker.log.new(o!("conn" => id, "peer" => peer.to_string()));
+        let log = broker.log.new(o!(
+            "conn" => id,
+            "peer" => peer.to_string(),
+            "transport" => transport.kind,
+            "cert_identity" => transport.client_identity.clone(),
+        ));
         let limits = Limits {
             protocol: Protocol::V311,
             max_packet_size: config.maximum_packet_size,
