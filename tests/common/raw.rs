@@ -139,6 +139,27 @@ impl Raw {
         }
     }
 
+    /// The next PUBLISH, skipping acknowledgements, waiting as long as the caller's own
+    /// timeout allows (for peers that take long to start, like a browser).
+    pub async fn recv_publish_patiently(&mut self) -> Publish {
+        let limits = Limits {
+            protocol: self.protocol,
+            max_packet_size: None,
+        };
+        loop {
+            match decode(&mut self.buf, &limits) {
+                Ok(Some(Packet::Publish(p))) => return p,
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => panic!("broker sent an undecodable packet: {e}"),
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => panic!("the broker closed the connection"),
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Acknowledges a QoS 1 delivery.
     pub async fn puback(&mut self, p: &Publish) {
         let id = p.packet_id.expect("QoS 1 delivery has a packet id");
