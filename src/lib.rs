@@ -29,7 +29,7 @@ pub mod websocket;
 
 use std::future::Future;
 
-pub use runtime::{start, Server, StartError};
+pub use runtime::{start, start_with_security, Server, StartError};
 pub use settings::Settings;
 
 /// Runs the broker until `shutdown` resolves, then stops it gracefully.

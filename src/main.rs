@@ -3,7 +3,7 @@
 //! Exit codes: 0 after a graceful shutdown (or a valid `--check-config`), 1 when the broker
 //! cannot start (an address in use, ...), 2 when the settings are invalid.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,12 +26,96 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Manage a Mosquitto-format password file (argon2id hashes): add or change a user
+    /// (prompting for the password), or delete one.
+    Passwd {
+        /// Take the password from the command line (for scripts; it shows in `ps`).
+        #[arg(short = 'b', conflicts_with = "delete")]
+        batch: bool,
+        /// Delete the user.
+        #[arg(short = 'D')]
+        delete: bool,
+        /// The password file (created if missing).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// The password, with -b.
+        password: Option<String>,
+    },
     /// Print a `user:verifier` line for `security.scram_sha256_file`; the password is read
     /// from the first line of standard input (never from the command line).
     ScramVerifier {
         /// The user name.
         user: String,
     },
+}
+
+fn passwd(batch: bool, delete: bool, file: &Path, user: &str, password: Option<&str>) -> ExitCode {
+    use starling_actors::security::password;
+    if delete {
+        return match password::delete_user(file, user) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("starling passwd: no user {user:?} in {}", file.display());
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("starling passwd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let password = match (batch, password) {
+        (true, Some(p)) => p.to_owned(),
+        (true, None) => {
+            eprintln!("starling passwd: -b needs the password as the last argument");
+            return ExitCode::from(2);
+        }
+        (false, Some(_)) => {
+            eprintln!("starling passwd: give the password with -b, or leave it out to be asked");
+            return ExitCode::from(2);
+        }
+        (false, None) => match ask_password() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("starling passwd: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    match password::set_password(file, user, &password) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("starling passwd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Asks twice without echo on a terminal; reads one line from standard input otherwise.
+fn ask_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        return if password.is_empty() {
+            Err("empty password".to_owned())
+        } else {
+            Ok(password)
+        };
+    }
+    let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    let second = rpassword::prompt_password("Reenter password: ").map_err(|e| e.to_string())?;
+    if first != second {
+        return Err("the passwords do not match".to_owned());
+    }
+    if first.is_empty() {
+        return Err("empty password".to_owned());
+    }
+    Ok(first)
 }
 
 fn scram_verifier(user: &str) -> ExitCode {
@@ -88,8 +172,16 @@ fn serve(settings: starling::Settings, log: &slog::Logger) -> Result<(), starlin
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::ScramVerifier { user }) = &cli.command {
-        return scram_verifier(user);
+    match &cli.command {
+        Some(Command::ScramVerifier { user }) => return scram_verifier(user),
+        Some(Command::Passwd {
+            batch,
+            delete,
+            file,
+            user,
+            password,
+        }) => return passwd(*batch, *delete, file, user, password.as_deref()),
+        None => {}
     }
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings,

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{info, o, Logger};
-use starling_actors::broker::{Broker, BrokerHandle};
+use starling_actors::broker::{Broker, BrokerHandle, BrokerSecurity};
+use starling_actors::security::{DefaultSecurityManager, SecurityManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -45,6 +46,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<(String, SocketAddr)>,
+    security: Arc<dyn SecurityManager>,
     /// Each TLS acceptor's configuration, for `reload`.
     tls: Vec<(String, Tls)>,
     broker: BrokerHandle,
@@ -66,12 +68,17 @@ impl Server {
             .map(|(_, addr)| *addr)
     }
 
-    /// Re-reads what can change while running: today the TLS keystores and truststores (new
-    /// handshakes use the new certificates; open connections are untouched). Returns what was
-    /// reloaded and what failed (a failed acceptor keeps its old certificate).
+    /// Re-reads what can change while running: the security manager's password and ACL
+    /// files, and the TLS keystores and truststores (new handshakes use the new certificates;
+    /// open connections are untouched). Returns what was reloaded and what failed; whatever
+    /// failed keeps its previous state.
     pub fn reload(&self) -> (Vec<String>, Vec<String>) {
         let mut reloaded = Vec::new();
         let mut failed = Vec::new();
+        match self.security.reload() {
+            Ok(files) => reloaded.extend(files),
+            Err(e) => failed.push(e),
+        }
         for (name, tls) in &self.tls {
             match tls.reload() {
                 Ok(()) => reloaded.push(format!("acceptor {name:?}: TLS certificate")),
@@ -110,6 +117,18 @@ impl Drop for Server {
 
 /// Starts the broker on its own threads and returns once every acceptor is listening.
 pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
+    let manager = DefaultSecurityManager::new(settings.security_options())
+        .map_err(|e| StartError::Settings(SettingsError { problems: vec![e] }))?;
+    start_with_security(settings, log, Arc::new(manager))
+}
+
+/// Like `start`, with a security manager of the embedder's (often a wrapper around
+/// `DefaultSecurityManager` that changes one thing; see `examples/security_manager.rs`).
+pub fn start_with_security(
+    settings: Settings,
+    log: Logger,
+    manager: Arc<dyn SecurityManager>,
+) -> Result<Server, StartError> {
     let acceptors = settings.acceptors()?;
     let auth_methods = settings.auth_methods()?;
     let ws = Arc::new(settings.websocket());
@@ -135,6 +154,7 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
             handshake_timeout,
         });
     }
+    let security_manager = Arc::clone(&manager);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -161,7 +181,12 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
                         }
                     }
                 }
-                let broker = Broker::start(&settings.broker_config(), auth_methods, &handles, &log);
+                let security = BrokerSecurity {
+                    manager: security_manager,
+                    auth_methods,
+                    failure_delay: Duration::from_millis(settings.security.auth_failure_delay),
+                };
+                let broker = Broker::start(&settings.broker_config(), security, &handles, &log);
                 let worker_pool = Arc::new(Workers::new(handles.clone()));
                 let mut addrs = Vec::new();
                 let mut tasks = Vec::new();
@@ -209,6 +234,7 @@ pub fn start(settings: Settings, log: Logger) -> Result<Server, StartError> {
     match ready_rx.recv() {
         Ok(Ok((addrs, broker))) => Ok(Server {
             addrs,
+            security: manager,
             tls: tls_handles,
             broker,
             stop: Some(stop_tx),

@@ -16,7 +16,7 @@ use starling_actors::config::{BrokerConfig, SessionConfig};
 use starling_actors::connection::AliasPolicy;
 use starling_actors::proto::session::{DropPolicy, QueueLimits};
 use starling_actors::security::scram::ScramSha256;
-use starling_actors::security::{AuthMethod, AuthMethods};
+use starling_actors::security::{AuthMethod, AuthMethods, DefaultSecurityManager, SecurityOptions};
 
 use crate::acceptor::{self, Acceptor};
 use crate::tls::{self, SslMode};
@@ -37,7 +37,6 @@ pub struct Settings {
     /// `[retain]`.
     pub retain: RetainSettings,
     /// `[security]`.
-    #[serde(default)]
     pub security: SecuritySettings,
     /// `[websocket]`.
     pub websocket: WebSocketSettings,
@@ -124,9 +123,21 @@ pub struct RetainSettings {
 }
 
 /// `[security]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
+    /// Clients without a user name may connect.
+    pub allow_anonymous: bool,
+    /// Mosquitto-format password file (`user:hash`); unset: user names are not checked.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto-format ACL file; unset: every client may publish and subscribe anywhere.
+    #[serde(default)]
+    pub acl_file: Option<PathBuf>,
+    /// A TLS client certificate's common name is the user name.
+    pub use_identity_as_username: bool,
+    /// Milliseconds each failed login from an address waits, times its recent failures.
+    pub auth_failure_delay: u64,
     /// SCRAM-SHA-256 verifiers (`user:SCRAM-SHA-256$...` lines). When set, MQTT 5 clients may
     /// authenticate with the `SCRAM-SHA-256` method.
     #[serde(default)]
@@ -323,6 +334,9 @@ impl Settings {
                 problems.push(format!("security.scram_sha256_file: {e}"));
             }
         }
+        if let Err(e) = DefaultSecurityManager::new(self.security_options()) {
+            problems.push(e);
+        }
         if self.acceptors.is_empty() {
             problems.push(format!(
                 "acceptors (in {acceptors_origin}): at least one acceptor is needed"
@@ -386,6 +400,16 @@ impl Settings {
                 })
             })
             .collect()
+    }
+
+    /// The default security manager's options.
+    pub fn security_options(&self) -> SecurityOptions {
+        SecurityOptions {
+            allow_anonymous: self.security.allow_anonymous,
+            password_file: self.security.password_file.clone(),
+            acl_file: self.security.acl_file.clone(),
+            use_identity_as_username: self.security.use_identity_as_username,
+        }
     }
 
     /// The MQTT 5 enhanced authentication methods these settings enable.

@@ -30,13 +30,14 @@ async fn serve_page(mqttjs: Vec<u8>) -> u16 {
                 let n = socket.read(&mut request).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&request[..n]);
                 let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (status, kind, body): (&str, &str, Vec<u8>) = if path.starts_with("/mqtt.min.js") {
-                    ("200 OK", "application/javascript", mqttjs)
-                } else if path == "/" || path.starts_with("/?") {
-                    ("200 OK", "text/html", PAGE.as_bytes().to_vec())
-                } else {
-                    ("404 Not Found", "text/plain", b"not found".to_vec())
-                };
+                let (status, kind, body): (&str, &str, Vec<u8>) =
+                    if path.starts_with("/mqtt.min.js") {
+                        ("200 OK", "application/javascript", mqttjs)
+                    } else if path == "/" || path.starts_with("/?") {
+                        ("200 OK", "text/html", PAGE.as_bytes().to_vec())
+                    } else {
+                        ("404 Not Found", "text/plain", b"not found".to_vec())
+                    };
                 let head = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
@@ -64,9 +65,14 @@ impl Drop for Browser {
 async fn a_browser_exchanges_messages_over_websocket() {
     let chromium = std::env::var("STARLING_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
     let mqttjs_path = std::env::var("STARLING_MQTTJS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/node_modules/mqtt/dist/mqtt.min.js").to_owned()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/node_modules/mqtt/dist/mqtt.min.js"
+        )
+        .to_owned()
     });
-    let mqttjs = std::fs::read(&mqttjs_path).unwrap_or_else(|e| panic!("MQTT.js at {mqttjs_path}: {e}"));
+    let mqttjs =
+        std::fs::read(&mqttjs_path).unwrap_or_else(|e| panic!("MQTT.js at {mqttjs_path}: {e}"));
 
     let broker = TestBroker::default_broker();
     let (mut rust, _) = Raw::connected(broker.addr, Protocol::V5, "rust").await;
@@ -101,7 +107,13 @@ async fn a_browser_exchanges_messages_over_websocket() {
     assert_eq!(ready.topic.as_str(), "browser/ready");
     rust.puback(&ready).await;
 
-    rust.send_packet(&publish("browser/in", QoS::AtLeastOnce, Some(7), "hello from rust")).await;
+    rust.send_packet(&publish(
+        "browser/in",
+        QoS::AtLeastOnce,
+        Some(7),
+        "hello from rust",
+    ))
+    .await;
     loop {
         let p = tokio::time::timeout(Duration::from_secs(30), rust.recv_publish_patiently())
             .await

@@ -20,7 +20,7 @@ use crate::connection::Connection;
 use crate::msg::{QuerySession, SessionInfo};
 use crate::registry::Registry;
 use crate::retain::RetainStore;
-use crate::security::AuthMethods;
+use crate::security::{AuthMethods, FailureTracker, SecurityManager};
 use crate::topic::{Router, TopicNode};
 
 /// Any byte stream a Connection can speak MQTT over: TCP, TLS, WebSocket.
@@ -46,6 +46,17 @@ impl TransportInfo {
     }
 }
 
+/// The broker's access control.
+#[derive(Debug, Clone)]
+pub struct BrokerSecurity {
+    /// Authentication and authorization.
+    pub manager: Arc<dyn SecurityManager>,
+    /// MQTT 5 enhanced authentication methods.
+    pub auth_methods: AuthMethods,
+    /// Each failed login from an address waits this long times its recent failures.
+    pub failure_delay: Duration,
+}
+
 /// What every Connection shares: where to send things, and the shutdown signal.
 #[derive(Debug)]
 pub struct BrokerContext {
@@ -59,6 +70,10 @@ pub struct BrokerContext {
     pub connections: AtomicUsize,
     /// MQTT 5 enhanced authentication methods on offer.
     pub auth_methods: AuthMethods,
+    /// Who may connect, publish, subscribe.
+    pub security: Arc<dyn SecurityManager>,
+    /// Slows repeated failed logins from one address.
+    pub failures: FailureTracker,
     next_conn_id: AtomicU64,
     /// The root logger.
     pub log: Logger,
@@ -118,7 +133,7 @@ impl Broker {
     /// arbiter. Must be called inside a running actix System.
     pub fn start(
         config: &BrokerConfig,
-        auth_methods: AuthMethods,
+        security: BrokerSecurity,
         workers: &[ArbiterHandle],
         log: &Logger,
     ) -> Broker {
@@ -139,6 +154,7 @@ impl Broker {
         let router = Router::new(shards, retain);
         let registry = Registry::new(
             router.clone(),
+            Arc::clone(&security.manager),
             config.session,
             config.session_scan_interval,
             log,
@@ -152,7 +168,9 @@ impl Broker {
                 router,
                 shutdown: shutdown_rx,
                 connections: AtomicUsize::new(0),
-                auth_methods,
+                auth_methods: security.auth_methods,
+                security: security.manager,
+                failures: FailureTracker::new(security.failure_delay),
                 next_conn_id: AtomicU64::new(1),
                 log: log.new(o!()),
             }),

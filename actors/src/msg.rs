@@ -133,6 +133,8 @@ pub struct SessionParams {
     pub max_packet_size: Option<u32>,
     /// The broker's Receive Maximum for this client's QoS 2 publishes.
     pub inbound_maximum: u16,
+    /// Who the client is, for authorization of subscriptions, retained messages and wills.
+    pub principal: Arc<crate::security::Principal>,
 }
 
 /// Connection -> Registry: find or create the session for a client id and attach to it.

@@ -17,7 +17,8 @@ use crate::msg::{
     Attach, Attached, EndSession, GetSessionInfo, OpenSession, QuerySession, SessionEnded,
     SessionId, SessionInfo, SessionUnavailable,
 };
-use crate::session::Session;
+use crate::security::SecurityManager;
+use crate::session::{Session, SessionDeps};
 use crate::topic::Router;
 
 #[derive(Debug)]
@@ -34,6 +35,7 @@ pub struct Registry {
     sessions: HashMap<Arc<str>, Entry>,
     next_session_id: SessionId,
     router: Router,
+    security: Arc<dyn SecurityManager>,
     session_config: SessionConfig,
     scan_interval: Duration,
     log: Logger,
@@ -43,6 +45,7 @@ impl Registry {
     /// An empty registry.
     pub fn new(
         router: Router,
+        security: Arc<dyn SecurityManager>,
         session_config: SessionConfig,
         scan_interval: Duration,
         log: &Logger,
@@ -51,6 +54,7 @@ impl Registry {
             sessions: HashMap::new(),
             next_session_id: 1,
             router,
+            security,
             session_config,
             scan_interval,
             log: log.new(o!("actor" => "registry")),
@@ -81,10 +85,20 @@ impl Handler<OpenSession> for Registry {
                 let router = self.router.clone();
                 let scan = self.scan_interval;
                 let config = self.session_config;
+                let security = Arc::clone(&self.security);
                 let log = self.log.clone();
                 let client_id = Arc::clone(&msg.client_id);
                 let addr = Session::start_in_arbiter(&msg.arbiter, move |_| {
-                    Session::new(client_id, id, registry, router, config, scan, &log)
+                    Session::new(SessionDeps {
+                        client_id,
+                        id,
+                        registry,
+                        router,
+                        security,
+                        config,
+                        scan_interval: scan,
+                        log: &log,
+                    })
                 });
                 debug!(self.log, "session created"; "client_id" => &*msg.client_id, "session" => id);
                 self.sessions

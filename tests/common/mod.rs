@@ -35,6 +35,15 @@ impl TestBroker {
     /// A broker whose `test` acceptor has `params` (e.g. `;receiveMaximum=2`) appended to its
     /// URL, with `extra` TOML layered too.
     pub fn start(params: &str, extra: &str) -> TestBroker {
+        TestBroker::start_with(params, extra, None)
+    }
+
+    /// Like `start`, with a custom security manager.
+    pub fn start_with(
+        params: &str,
+        extra: &str,
+        manager: Option<std::sync::Arc<dyn starling_actors::security::SecurityManager>>,
+    ) -> TestBroker {
         let toml = format!(
             "[core]\nworkers = 2\nmqtt_session_scan_interval = 200\n{extra}\n\n\
              [[acceptors]]\nname = \"test\"\nurl = \"tcp://127.0.0.1:0?protocols=MQTT{params}\"\n"
@@ -46,7 +55,11 @@ impl TestBroker {
         file.write_all(toml.as_bytes()).expect("write settings");
         let settings = Settings::load_with_env(&[file.path().to_path_buf()], None)
             .unwrap_or_else(|e| panic!("test settings invalid: {e}\n{toml}"));
-        let server = starling::start(settings, test_logger()).expect("broker starts");
+        let server = match manager {
+            Some(manager) => starling::start_with_security(settings, test_logger(), manager),
+            None => starling::start(settings, test_logger()),
+        }
+        .expect("broker starts");
         let addr = server.local_addr("test").expect("test acceptor bound");
         TestBroker {
             server: Some(server),

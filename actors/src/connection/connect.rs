@@ -11,12 +11,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use slog::{debug, info, o};
+use slog::{debug, info, o, warn};
 use starling_proto::{Auth, ConnAck, Connect, LastWill, Packet, Properties, Protocol, ReasonCode};
 
 use super::{Attachment, Connection, State};
 use crate::msg::{ClientLink, Message, OpenSession, SessionParams, Will};
-use crate::security::AuthStep;
+use crate::security::{AuthStep, ConnectInfo};
 
 /// Longest client id MQTT 3.1 allows ([MQTT 3.1, 3.1 CONNECT, Client Identifier]).
 const V31_MAX_CLIENT_ID: usize = 23;
@@ -68,9 +68,9 @@ impl Connection {
             }
             AuthStep::Success { data, identity } => {
                 let Some(auth) = self.auth.take() else { return };
-                info!(self.log, "authenticated"; "method" => self.auth_method.as_deref(), "identity" => identity);
+                info!(self.log, "authenticated"; "method" => self.auth_method.as_deref(), "identity" => &identity);
                 match auth.connect {
-                    Some(connect) => self.open_session(&connect, Some(data), ctx),
+                    Some(connect) => self.open_session(&connect, Some((data, identity)), ctx),
                     // Re-authentication succeeded: AUTH 0x00 with the final data.
                     None => self.send_auth(ReasonCode::SUCCESS, data),
                 }
@@ -99,12 +99,13 @@ impl Connection {
         }));
     }
 
-    /// Validates the client id, opens the session at the Registry and answers CONNACK.
-    /// `auth` holds the final authentication data when enhanced authentication succeeded.
+    /// Validates the client id, asks the security manager, opens the session at the Registry
+    /// and answers CONNACK. `auth` holds the final authentication data and the proven identity
+    /// when enhanced authentication succeeded.
     fn open_session(
         &mut self,
         connect: &Connect,
-        auth: Option<Option<Bytes>>,
+        auth: Option<(Option<Bytes>, String)>,
         ctx: &mut Context<Self>,
     ) {
         let props = connect.properties.as_deref();
@@ -126,6 +127,37 @@ impl Connection {
             client_id = assign_client_id();
             assigned = connect.protocol.is_v5();
         }
+
+        // The security manager decides who the client is, and may rewrite or refuse its id.
+        let mut info = ConnectInfo::new(client_id.clone(), connect.protocol, self.peer);
+        info.username = connect.username.clone();
+        info.password = connect.password.clone();
+        info.certificate_identity = self.certificate_identity.clone();
+        info.enhanced_identity = auth.as_ref().map(|(_, identity)| identity.clone());
+        let principal = match self.broker.security.authenticate(&mut info) {
+            Ok(principal) => principal,
+            Err(e) => {
+                let delay = self.broker.failures.failed(self.peer.ip());
+                warn!(self.log, "login refused";
+                    "client_id" => info.client_id(),
+                    "username" => info.username.as_deref(),
+                    "reason" => %e,
+                    "delay_ms" => delay.as_millis() as u64);
+                // Reading stays paused while the answer waits: no password is tried at line rate.
+                self.state = State::Connecting;
+                let code = e.reason_code();
+                ctx.run_later(delay, move |act, ctx| act.refuse(code, ctx));
+                return;
+            }
+        };
+        self.broker.failures.succeeded(self.peer.ip());
+        if info.client_id() != client_id {
+            info!(self.log, "client id rewritten by the security manager";
+                "from" => &client_id, "to" => info.client_id());
+        }
+        let client_id = info.client_id().to_owned();
+        let principal = Arc::new(principal);
+        self.principal = Some(Arc::clone(&principal));
 
         self.keep_alive = self.config.effective_keep_alive(connect.keep_alive);
         if self.config.outbound_topic_aliases == super::AliasPolicy::Lru {
@@ -159,6 +191,7 @@ impl Connection {
             window: props.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX),
             max_packet_size: props.and_then(|p| p.maximum_packet_size),
             inbound_maximum: self.config.receive_maximum.unwrap_or(u16::MAX),
+            principal,
         };
         let open = OpenSession {
             client_id,
@@ -182,7 +215,7 @@ impl Connection {
                 match result {
                     Ok(Ok(attached)) => {
                         let mut properties = act.connack_properties(assigned, keep_alive_changed);
-                        if let Some(data) = auth {
+                        if let Some((data, _)) = auth {
                             properties.authentication_method = act.auth_method.clone();
                             properties.authentication_data = data;
                         }

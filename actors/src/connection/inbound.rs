@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use slog::debug;
+use slog::{debug, info};
 use starling_proto::{
     Auth, DecodeError, Packet, PacketId, Protocol, PubResponse, Publish, QoS, ReasonCode,
 };
@@ -98,6 +98,14 @@ impl Connection {
     fn on_publish(&mut self, mut publish: Publish, ctx: &mut Context<Self>) {
         if let Err(reason) = self.resolve_alias(&mut publish) {
             self.close(Some(reason), ctx);
+            return;
+        }
+        let allowed = self
+            .principal
+            .as_ref()
+            .is_some_and(|p| self.broker.security.authorize_publish(p, &publish.topic));
+        if !allowed {
+            self.refuse_publish(&publish, ctx);
             return;
         }
         if let Some(props) = publish.properties.as_deref() {
@@ -224,6 +232,39 @@ impl Connection {
             self.aliases.insert(alias, publish.topic.clone());
         }
         Ok(())
+    }
+
+    /// A PUBLISH the client may not make. MQTT 5 can say so: PUBACK / PUBREC 0x87 (a QoS 0
+    /// one, with nothing to carry the code, follows `closeMqttConnectionOnPublishAuthorization
+    /// Failure`). MQTT 3.x cannot ([MQTT 3.1.1 §3.3.5]): by default the connection is closed;
+    /// with the parameter false the publish is acknowledged as usual and dropped.
+    fn refuse_publish(&mut self, publish: &Publish, ctx: &mut Context<Self>) {
+        info!(self.log, "publish refused: not authorized"; "topic" => %publish.topic);
+        let v5 = self.protocol().is_v5();
+        let close = self.config.close_on_publish_auth_failure;
+        match (publish.packet_id, v5) {
+            (Some(id), true) => {
+                let mut ack = PubResponse::success(id);
+                ack.reason = ReasonCode::NOT_AUTHORIZED;
+                if publish.qos == QoS::AtLeastOnce {
+                    self.send(&Packet::PubAck(ack));
+                } else {
+                    // A PUBREC with a failure code ends the QoS 2 exchange ([MQTT-4.3.3-4]).
+                    self.send(&Packet::PubRec(ack));
+                }
+            }
+            _ if close => self.close(Some(ReasonCode::NOT_AUTHORIZED), ctx),
+            (Some(id), false) => {
+                if publish.qos == QoS::AtLeastOnce {
+                    self.send(&Packet::PubAck(PubResponse::success(id)));
+                } else {
+                    // The session answers the PUBREL (it never saw the id: PUBCOMP all the same).
+                    self.inbound_qos2.insert(id);
+                    self.send(&Packet::PubRec(PubResponse::success(id)));
+                }
+            }
+            (None, _) => {}
+        }
     }
 
     /// A QoS 1 publish was routed: acknowledge it and any routed ones queued behind it.

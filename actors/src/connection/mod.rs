@@ -33,6 +33,7 @@ use starling_proto::{
 use crate::broker::{BrokerContext, Transport, TransportInfo};
 use crate::config::MqttConfig;
 use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, SessionId};
+use crate::security::Principal;
 use crate::session::Session;
 
 /// How long a closing connection may take to flush its last bytes.
@@ -88,6 +89,12 @@ pub struct Connection {
     last_read: Instant,
     attachment: Option<Attachment>,
     client_id: Option<Arc<str>>,
+    /// The client's address (for the security manager and failed-login tracking).
+    peer: SocketAddr,
+    /// The subject common name of the client's TLS certificate.
+    certificate_identity: Option<String>,
+    /// Who the security manager says the client is; set at CONNACK.
+    principal: Option<Arc<Principal>>,
     /// The Authentication Method of CONNECT (MQTT 5), which re-authentication must reuse.
     auth_method: Option<String>,
     /// An authentication exchange under way.
@@ -162,6 +169,9 @@ impl Connection {
             last_read: Instant::now(),
             attachment: None,
             client_id: None,
+            peer,
+            certificate_identity: transport.client_identity.clone(),
+            principal: None,
             auth_method: None,
             auth: None,
             aliases: HashMap::new(),

@@ -1,6 +1,13 @@
-//! Access decisions. Today: MQTT 5 enhanced authentication, the challenge/response hook.
+//! Access decisions: who may connect, publish, subscribe and receive.
 //!
-//! An `AuthMethod` is a named mechanism (`SCRAM-SHA-256` ships with Starling). A CONNECT that
+//! `SecurityManager` is the one seam: `authenticate` sees the CONNECT (and may rewrite or
+//! reject the client id: the Artemis "custom client ID handling"), `authorize_publish`,
+//! `authorize_subscribe` and `authorize_receive` decide per topic. `DefaultSecurityManager`
+//! reads Mosquitto-format password and ACL files (`password`, `acl`); a deployment can wrap it
+//! to change one thing (see `examples/security_manager.rs`). `FailureTracker` slows repeated
+//! failed logins from one address.
+//!
+//! MQTT 5 enhanced authentication: an `AuthMethod` is a named mechanism (`SCRAM-SHA-256` ships with Starling). A CONNECT that
 //! names a configured method starts an `AuthConversation`; each AUTH packet from the client is a
 //! step, until the method says success (CONNACK 0x00, or AUTH 0x00 on re-authentication) or
 //! failure (CONNACK 0x86/0x87, or DISCONNECT). A CONNECT naming a method that is not configured
@@ -8,7 +15,15 @@
 //! deployment can add its own (Kerberos, OAuth token exchange, ...) without touching the
 //! Connection.
 
+pub mod acl;
+mod manager;
+pub mod password;
 pub mod scram;
+
+pub use manager::{
+    AuthError, ConnectInfo, DefaultSecurityManager, FailureTracker, Principal, SecurityManager,
+    SecurityOptions,
+};
 
 use std::collections::HashMap;
 use std::fmt;

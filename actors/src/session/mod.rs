@@ -31,7 +31,29 @@ use crate::msg::{
     SessionId, SessionInfo, Will,
 };
 use crate::registry::Registry;
+use crate::security::{Principal, SecurityManager};
 use crate::topic::Router;
+
+/// What a new Session is made with.
+#[derive(Debug)]
+pub struct SessionDeps<'a> {
+    /// Its client id.
+    pub client_id: Arc<str>,
+    /// Its id.
+    pub id: SessionId,
+    /// The Registry (to ask to end).
+    pub registry: Addr<Registry>,
+    /// The shards and retain store.
+    pub router: Router,
+    /// Authorization of subscriptions, retained messages and wills.
+    pub security: Arc<dyn SecurityManager>,
+    /// Limits.
+    pub config: SessionConfig,
+    /// How often an offline session checks its expiry.
+    pub scan_interval: Duration,
+    /// The parent logger.
+    pub log: &'a Logger,
+}
 
 /// One client's session.
 #[derive(Debug)]
@@ -40,6 +62,9 @@ pub struct Session {
     id: SessionId,
     registry: Addr<Registry>,
     router: Router,
+    security: Arc<dyn SecurityManager>,
+    /// Who the client is, for authorization (set on every attach).
+    principal: Arc<Principal>,
     config: SessionConfig,
     scan_interval: Duration,
     log: Logger,
@@ -78,21 +103,28 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session; the Registry starts it and attaches the first connection.
-    pub fn new(
-        client_id: Arc<str>,
-        id: SessionId,
-        registry: Addr<Registry>,
-        router: Router,
-        config: SessionConfig,
-        scan_interval: Duration,
-        log: &Logger,
-    ) -> Session {
-        let log = log.new(o!("actor" => "session", "client_id" => client_id.to_string()));
-        Session {
+    pub fn new(deps: SessionDeps<'_>) -> Session {
+        let SessionDeps {
             client_id,
             id,
             registry,
             router,
+            security,
+            config,
+            scan_interval,
+            log,
+        } = deps;
+        let log = log.new(o!("actor" => "session", "client_id" => client_id.to_string()));
+        Session {
+            principal: Arc::new(Principal {
+                username: None,
+                client_id: client_id.to_string(),
+            }),
+            client_id,
+            id,
+            registry,
+            router,
+            security,
             config,
             scan_interval,
             log,
@@ -186,9 +218,16 @@ impl Session {
         }
     }
 
-    /// Publishes the will now, if there is one.
+    /// Publishes the will now, if there is one and the client may publish to its topic.
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
+            if !self
+                .security
+                .authorize_publish(&self.principal, &will.msg.topic)
+            {
+                info!(self.log, "will not published: not authorized"; "topic" => %will.msg.topic);
+                return;
+            }
             debug!(self.log, "publishing will"; "topic" => %will.msg.topic);
             self.router.publish(Arc::new(will.msg));
         }
@@ -250,6 +289,7 @@ impl Handler<Attach> for Session {
         self.offline_since = None;
         self.expiry = params.expiry;
         self.will = params.will;
+        self.principal = params.principal;
         self.max_packet_size = params.max_packet_size;
         self.inbound_maximum = params.inbound_maximum;
         self.out

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use slog::warn;
+use slog::{info, warn};
 use starling_proto::session::Delivery;
 use starling_proto::{Packet, QoS, ReasonCode, RetainHandling, SubAck, TopicFilter, UnsubAck};
 
@@ -48,6 +48,12 @@ impl Handler<SessionSubscribe> for Session {
         let mut reasons = Vec::with_capacity(packet.filters.len());
         let mut retained = Vec::new();
         for (filter, options) in packet.filters {
+            // [MQTT-3.9.3]: a refused filter gets its own failure code; the others are granted.
+            if !self.security.authorize_subscribe(&self.principal, &filter) {
+                info!(self.log, "subscription refused: not authorized"; "filter" => %filter);
+                reasons.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             let subscriber = Subscriber {
                 session: ctx.address(),
                 options,
@@ -103,6 +109,10 @@ impl Session {
                 let Some(request) = requests.get(index) else {
                     continue;
                 };
+                // Retained messages go only to those who may read their topic.
+                if !act.security.authorize_receive(&act.principal, &msg.topic) {
+                    continue;
+                }
                 // [MQTT-3.3.1-8]: retained messages sent for a new subscription keep RETAIN=1.
                 let delivery = Delivery {
                     qos: msg.qos.min(request.qos),
