@@ -134,9 +134,16 @@ fn scram_verifier(user: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs the broker until SIGTERM/SIGINT, reloading on SIGHUP.
-fn serve(settings: starling::Settings, log: &slog::Logger) -> Result<(), starling::StartError> {
+/// Runs the broker until SIGTERM/SIGINT. SIGHUP re-reads the settings files: log levels apply
+/// at once, password, ACL and TLS files are re-read; a file that fails keeps the old settings.
+fn serve(
+    settings: starling::Settings,
+    files: &[PathBuf],
+    levels: &logging::LogLevels,
+    log: &slog::Logger,
+) -> Result<(), starling::StartError> {
     let server = starling::start(settings, log.clone())?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,18 +163,48 @@ fn serve(settings: starling::Settings, log: &slog::Logger) -> Result<(), starlin
                     info!(log, "signal received"; "signal" => name);
                     return;
                 }
-                shutdown::Signal::Reload => {
-                    let (reloaded, failed) = server.reload();
-                    info!(log, "reloaded on SIGHUP"; "reloaded" => reloaded.join("; "));
-                    for problem in failed {
-                        slog::error!(log, "reload failed, keeping the previous settings"; "problem" => problem);
+                shutdown::Signal::Reload => match Settings::load(files) {
+                    Err(e) => {
+                        for problem in &e.problems {
+                            slog::error!(log, "reload failed, keeping the previous settings";
+                                "problem" => problem);
+                        }
                     }
-                }
+                    Ok(new) => {
+                        levels.set(&new.logging);
+                        let (mut reloaded, failed) = server.reload();
+                        reloaded.insert(0, "log levels".to_owned());
+                        info!(log, "reloaded on SIGHUP"; "reloaded" => reloaded.join(", "));
+                        for problem in failed {
+                            slog::error!(log, "reload failed, keeping the previous settings";
+                                "problem" => problem);
+                        }
+                    }
+                },
             }
         }
     });
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     server.stop();
     Ok(())
+}
+
+/// Under systemd with `WatchdogSec=`, pings the watchdog at half its interval for as long as
+/// the process lives (the broker's threads stopping ends the process, and the pings).
+fn notify_systemd(log: &slog::Logger) {
+    if let Some(interval) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) {
+        let every = interval / 2;
+        info!(log, "systemd watchdog enabled"; "interval_ms" => every.as_millis() as u64);
+        let spawned = std::thread::Builder::new()
+            .name("starling-watchdog".to_owned())
+            .spawn(move || loop {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                std::thread::sleep(every);
+            });
+        if let Err(e) = spawned {
+            slog::error!(log, "cannot start the watchdog thread"; "error" => %e);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -209,7 +246,8 @@ fn main() -> ExitCode {
     };
     let log = logging.log.clone();
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
-    let code = match serve(settings, &log) {
+    notify_systemd(&log);
+    let code = match serve(settings, &cli.config, &logging.levels, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             slog::crit!(log, "cannot start"; "error" => %e);

@@ -40,6 +40,8 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// `[websocket]`.
     pub websocket: WebSocketSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
     /// `[logging]`.
     pub logging: LoggingSettings,
     /// `[[acceptors]]`.
@@ -64,6 +66,16 @@ pub struct CoreSettings {
     pub outbound_topic_aliases: OutboundAliases,
     /// Milliseconds for a new socket's first bytes plus its TLS and WebSocket handshakes.
     pub handshake_timeout: u64,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Seconds between metrics log records; 0: none.
+    pub log_interval: u64,
+    /// Seconds between `$SYS` publications; 0: none.
+    pub sys_interval: u64,
 }
 
 /// `[websocket]`.
@@ -468,6 +480,8 @@ impl Settings {
             retained_expiry: u64::try_from(self.retain.expiry_delay)
                 .ok()
                 .map(std::time::Duration::from_millis),
+            metrics_log_interval: std::time::Duration::from_secs(self.metrics.log_interval),
+            sys_interval: std::time::Duration::from_secs(self.metrics.sys_interval),
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::connection::Connection;
+use crate::metrics::{Metrics, Reporter};
 use crate::msg::{QuerySession, SessionInfo};
 use crate::registry::Registry;
 use crate::retain::RetainStore;
@@ -74,6 +75,8 @@ pub struct BrokerContext {
     pub security: Arc<dyn SecurityManager>,
     /// Slows repeated failed logins from one address.
     pub failures: FailureTracker,
+    /// Per-worker counters.
+    pub metrics: Arc<Metrics>,
     next_conn_id: AtomicU64,
     /// The root logger.
     pub log: Logger,
@@ -137,6 +140,11 @@ impl Broker {
         workers: &[ArbiterHandle],
         log: &Logger,
     ) -> Broker {
+        let metrics = Metrics::new(workers.len());
+        for (i, worker) in workers.iter().enumerate() {
+            // Before anything else runs there: every actor on the worker counts in its slot.
+            worker.spawn(async move { Metrics::enter_worker(i) });
+        }
         let shard_count = config.topic_shards.max(1);
         let shards = (0..shard_count)
             .map(|i| {
@@ -152,9 +160,18 @@ impl Broker {
         let retain =
             RetainStore::new(config.retained_expiry, config.session_scan_interval, log).start();
         let router = Router::new(shards, retain);
+        Reporter::new(
+            Arc::clone(&metrics),
+            router.clone(),
+            config.metrics_log_interval,
+            config.sys_interval,
+            &log.new(o!()),
+        )
+        .start();
         let registry = Registry::new(
             router.clone(),
             Arc::clone(&security.manager),
+            Arc::clone(&metrics),
             config.session,
             config.session_scan_interval,
             log,
@@ -171,6 +188,7 @@ impl Broker {
                 auth_methods: security.auth_methods,
                 security: security.manager,
                 failures: FailureTracker::new(security.failure_delay),
+                metrics,
                 next_conn_id: AtomicU64::new(1),
                 log: log.new(o!()),
             }),

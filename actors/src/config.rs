@@ -77,6 +77,10 @@ pub struct BrokerConfig {
     pub session: SessionConfig,
     /// Expiry for retained messages that carry no Message Expiry Interval; `None`: never.
     pub retained_expiry: Option<Duration>,
+    /// How often metrics are logged; zero: never.
+    pub metrics_log_interval: Duration,
+    /// How often `$SYS` topics are published; zero: never.
+    pub sys_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -86,6 +90,8 @@ impl Default for BrokerConfig {
             topic_shards: 2,
             session: SessionConfig::default(),
             retained_expiry: None,
+            metrics_log_interval: Duration::from_secs(60),
+            sys_interval: Duration::from_secs(10),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`topic`]: TopicNode actors, the subscription trie sharded by first topic level, and the
 //!   `Router` that picks a shard.
 //! - [`msg`]: every message exchanged between actors: the contract.
+//! - [`metrics`]: per-worker counters; the reporter logs them and publishes `$SYS` topics.
 //! - [`protocol`]: packet TRACE logging on the `protocol` logger.
 //! - [`config`]: the typed acceptor and broker parameters the actors obey.
 //!
@@ -25,6 +26,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod metrics;
 pub mod msg;
 pub mod protocol;
 pub mod registry;

@@ -13,6 +13,7 @@ use actix::prelude::*;
 use slog::{debug, o, warn, Logger};
 
 use crate::config::SessionConfig;
+use crate::metrics::Metrics;
 use crate::msg::{
     Attach, Attached, EndSession, GetSessionInfo, OpenSession, QuerySession, SessionEnded,
     SessionId, SessionInfo, SessionUnavailable,
@@ -36,6 +37,7 @@ pub struct Registry {
     next_session_id: SessionId,
     router: Router,
     security: Arc<dyn SecurityManager>,
+    metrics: Arc<Metrics>,
     session_config: SessionConfig,
     scan_interval: Duration,
     log: Logger,
@@ -46,6 +48,7 @@ impl Registry {
     pub fn new(
         router: Router,
         security: Arc<dyn SecurityManager>,
+        metrics: Arc<Metrics>,
         session_config: SessionConfig,
         scan_interval: Duration,
         log: &Logger,
@@ -55,6 +58,7 @@ impl Registry {
             next_session_id: 1,
             router,
             security,
+            metrics,
             session_config,
             scan_interval,
             log: log.new(o!("actor" => "registry")),
@@ -86,6 +90,7 @@ impl Handler<OpenSession> for Registry {
                 let scan = self.scan_interval;
                 let config = self.session_config;
                 let security = Arc::clone(&self.security);
+                let metrics = Arc::clone(&self.metrics);
                 let log = self.log.clone();
                 let client_id = Arc::clone(&msg.client_id);
                 let addr = Session::start_in_arbiter(&msg.arbiter, move |_| {
@@ -95,6 +100,7 @@ impl Handler<OpenSession> for Registry {
                         registry,
                         router,
                         security,
+                        metrics,
                         config,
                         scan_interval: scan,
                         log: &log,

@@ -23,7 +23,63 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestBroker {
     pub server: Option<Server>,
     pub addr: SocketAddr,
+    /// The broker's log records, when started with `start_captured`.
+    pub logs: Option<LogCapture>,
+    _log_guard: Option<starling::logging::Logging>,
     _settings_file: tempfile::NamedTempFile,
+}
+
+/// Log output captured in memory (JSON lines when `[logging] format = "json"`).
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Everything logged so far, as text.
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The JSON records logged so far.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (within `WAIT`) for a record satisfying `pred`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(found) = self.records().into_iter().find(|r| pred(r)) {
+                return found;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("no log record: {what}\n{}", self.text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl TestBroker {
@@ -38,12 +94,28 @@ impl TestBroker {
         TestBroker::start_with(params, extra, None)
     }
 
+    /// Like `start`, with the broker's logs captured in memory (its `[logging]` settings,
+    /// which `extra` may set, apply).
+    pub fn start_captured(params: &str, extra: &str) -> TestBroker {
+        TestBroker::start_full(params, extra, None, true)
+    }
+
     /// Like `start`, with a custom security manager.
     pub fn start_with(
         params: &str,
         extra: &str,
         manager: Option<std::sync::Arc<dyn starling_actors::security::SecurityManager>>,
     ) -> TestBroker {
+        TestBroker::start_full(params, extra, manager, false)
+    }
+
+    fn start_full(
+        params: &str,
+        extra: &str,
+        manager: Option<std::sync::Arc<dyn starling_actors::security::SecurityManager>>,
+        capture: bool,
+    ) -> TestBroker {
+        // `extra` may open its own sections; [core] keys in it come first, so it goes first.
         let toml = format!(
             "[core]\nworkers = 2\nmqtt_session_scan_interval = 200\n{extra}\n\n\
              [[acceptors]]\nname = \"test\"\nurl = \"tcp://127.0.0.1:0?protocols=MQTT{params}\"\n"
@@ -55,15 +127,25 @@ impl TestBroker {
         file.write_all(toml.as_bytes()).expect("write settings");
         let settings = Settings::load_with_env(&[file.path().to_path_buf()], None)
             .unwrap_or_else(|e| panic!("test settings invalid: {e}\n{toml}"));
+        let (log, logs, guard) = if capture {
+            let capture = LogCapture::default();
+            let logging =
+                starling::logging::build_with_writer(&settings.logging, Box::new(capture.clone()));
+            (logging.log.clone(), Some(capture), Some(logging))
+        } else {
+            (test_logger(), None, None)
+        };
         let server = match manager {
-            Some(manager) => starling::start_with_security(settings, test_logger(), manager),
-            None => starling::start(settings, test_logger()),
+            Some(manager) => starling::start_with_security(settings, log, manager),
+            None => starling::start(settings, log),
         }
         .expect("broker starts");
         let addr = server.local_addr("test").expect("test acceptor bound");
         TestBroker {
             server: Some(server),
             addr,
+            logs,
+            _log_guard: guard,
             _settings_file: file,
         }
     }

@@ -10,6 +10,7 @@ use starling_proto::{
 };
 
 use super::{Connection, State};
+use crate::metrics::count;
 use crate::msg::{
     ClientAck, InboundPubRel, InboundQos2, Message, SessionSubscribe, SessionUnsubscribe,
 };
@@ -96,6 +97,7 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish, ctx: &mut Context<Self>) {
+        count(&self.broker.metrics.local().messages_in, 1);
         if let Err(reason) = self.resolve_alias(&mut publish) {
             self.close(Some(reason), ctx);
             return;

@@ -15,6 +15,7 @@ use starling_proto::decode;
 use tokio_util::io::poll_read_buf;
 
 use super::{Connection, State};
+use crate::metrics::count;
 
 /// Reads and decodes at most this many times per poll, then yields to the actor's mailbox.
 const READ_BUDGET: usize = 32;
@@ -90,7 +91,7 @@ impl Connection {
                     ctx.stop();
                     return;
                 }
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(n)) => count(&self.broker.metrics.local().bytes_in, n as u64),
                 Poll::Ready(Err(e)) => {
                     debug!(self.log, "read failed"; "error" => %e);
                     self.state = State::Closing;
@@ -120,6 +121,7 @@ impl Connection {
                 Poll::Ready(Ok(n)) => {
                     self.outbuf.advance(n);
                     self.written_total += n as u64;
+                    count(&self.broker.metrics.local().bytes_out, n as u64);
                     wrote = true;
                 }
                 Poll::Pending => {

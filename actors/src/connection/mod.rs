@@ -32,6 +32,7 @@ use starling_proto::{
 
 use crate::broker::{BrokerContext, Transport, TransportInfo};
 use crate::config::MqttConfig;
+use crate::metrics::{count, gauge};
 use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, SessionId};
 use crate::security::Principal;
 use crate::session::Session;
@@ -209,6 +210,9 @@ impl Connection {
 
     fn send_weighted(&mut self, packet: &Packet, weight: usize) {
         crate::protocol::packet_out(&self.log, packet);
+        if let Packet::Publish(_) = packet {
+            count(&self.broker.metrics.local().messages_out, 1);
+        }
         if let Err(e) = encode(packet, self.protocol(), &mut self.outbuf) {
             debug!(self.log, "packet not sent"; "type" => packet.kind(), "error" => %e);
         }
@@ -318,6 +322,7 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.broker.connections.fetch_add(1, Ordering::Relaxed);
+        gauge(&self.broker.metrics.local().connections, 1);
         debug!(self.log, "connection opened");
         ctx.spawn(io::IoDriver);
         self.watch_shutdown(ctx);
@@ -331,6 +336,7 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.broker.connections.fetch_sub(1, Ordering::Relaxed);
+        gauge(&self.broker.metrics.local().connections, -1);
         if let Some(attachment) = &self.attachment {
             attachment.session.do_send(Detach {
                 conn_id: self.id,

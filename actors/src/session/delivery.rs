@@ -27,7 +27,10 @@ const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10
 impl Session {
     /// Sends queued messages while the window and the write budget allow.
     pub(super) fn pump(&mut self) {
-        let Some(link) = &self.link else { return };
+        let Some(link) = &self.link else {
+            self.report();
+            return;
+        };
         let protocol = link.protocol;
         let now = Instant::now();
         while self.in_transit < self.config.max_in_transit {
@@ -40,6 +43,7 @@ impl Session {
                 link.addr.do_send(Outbound(packet));
             }
         }
+        self.report();
     }
 
     /// In-flight messages to resend after a reconnect, as packets, counted as in transit.

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{debug, info, o, Logger};
-use starling_proto::session::Outbound;
+use starling_proto::session::{DropCounts, Outbound};
 use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 
 use crate::config::SessionConfig;
+use crate::metrics::{count, gauge, Metrics};
 use crate::msg::{
     Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Kick, Routed, SessionEnded,
     SessionId, SessionInfo, Will,
@@ -33,6 +34,18 @@ use crate::msg::{
 use crate::registry::Registry;
 use crate::security::{Principal, SecurityManager};
 use crate::topic::Router;
+
+/// A session's contribution to the metrics, as last reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reported {
+    online: i64,
+    offline: i64,
+    subscriptions: i64,
+    inflight: i64,
+    queued: i64,
+    drops: DropCounts,
+    too_large: u64,
+}
 
 /// What a new Session is made with.
 #[derive(Debug)]
@@ -47,6 +60,8 @@ pub struct SessionDeps<'a> {
     pub router: Router,
     /// Authorization of subscriptions, retained messages and wills.
     pub security: Arc<dyn SecurityManager>,
+    /// Counters (the session's worker slot).
+    pub metrics: Arc<Metrics>,
     /// Limits.
     pub config: SessionConfig,
     /// How often an offline session checks its expiry.
@@ -63,6 +78,9 @@ pub struct Session {
     registry: Addr<Registry>,
     router: Router,
     security: Arc<dyn SecurityManager>,
+    metrics: Arc<Metrics>,
+    /// What this session last added to the gauges and counters (see `report`).
+    reported: Reported,
     /// Who the client is, for authorization (set on every attach).
     principal: Arc<Principal>,
     config: SessionConfig,
@@ -110,6 +128,7 @@ impl Session {
             registry,
             router,
             security,
+            metrics,
             config,
             scan_interval,
             log,
@@ -125,6 +144,8 @@ impl Session {
             registry,
             router,
             security,
+            metrics,
+            reported: Reported::default(),
             config,
             scan_interval,
             log,
@@ -193,9 +214,61 @@ impl Session {
                 .is_some_and(|since| since.elapsed() >= expiry)
             {
                 act.end("expired", ctx);
+                act.report();
             }
         });
         self.expiry_timer = Some(handle);
+    }
+
+    /// Brings the metrics up to date with this session's state: gauges move by the difference
+    /// since the last report, counters by what is new. Called after every handler.
+    pub(super) fn report(&mut self) {
+        let now = if self.ended {
+            Reported {
+                drops: self.out.drops(),
+                too_large: self.dropped_too_large,
+                ..Reported::default()
+            }
+        } else {
+            Reported {
+                online: i64::from(self.link.is_some()),
+                offline: i64::from(self.link.is_none()),
+                subscriptions: self.subscriptions.len() as i64,
+                inflight: self.out.inflight() as i64,
+                queued: self.out.queued() as i64,
+                drops: self.out.drops(),
+                too_large: self.dropped_too_large,
+            }
+        };
+        if now == self.reported {
+            return;
+        }
+        let was = self.reported;
+        let c = self.metrics.local();
+        gauge(&c.sessions_online, now.online - was.online);
+        gauge(&c.sessions_offline, now.offline - was.offline);
+        gauge(&c.subscriptions, now.subscriptions - was.subscriptions);
+        gauge(&c.inflight, now.inflight - was.inflight);
+        gauge(&c.queued, now.queued - was.queued);
+        count(
+            &c.dropped_queue_full,
+            now.drops.queue_full.saturating_sub(was.drops.queue_full),
+        );
+        count(
+            &c.dropped_expired,
+            now.drops.expired.saturating_sub(was.drops.expired),
+        );
+        count(
+            &c.dropped_offline_qos0,
+            now.drops
+                .offline_qos0
+                .saturating_sub(was.drops.offline_qos0),
+        );
+        count(
+            &c.dropped_too_large,
+            now.too_large.saturating_sub(was.too_large),
+        );
+        self.reported = now;
     }
 
     /// Tells the shards whether this member of its shared subscriptions is connected.
@@ -251,6 +324,12 @@ impl Session {
 
 impl Actor for Session {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Gone: whatever this session still counted in the gauges comes off.
+        self.ended = true;
+        self.report();
+    }
 }
 
 impl Handler<Attach> for Session {
@@ -301,6 +380,7 @@ impl Handler<Attach> for Session {
         let replay = self.replay(protocol);
         // What queued while offline follows the replay (the Connection holds it until CONNACK).
         self.pump();
+        self.report();
         MessageResult(Attached {
             session: ctx.address(),
             session_id: self.id,
@@ -335,6 +415,7 @@ impl Handler<Detach> for Session {
             self.offline_since = Some(Instant::now());
             self.start_expiry_scan(ctx);
         }
+        self.report();
     }
 }
 

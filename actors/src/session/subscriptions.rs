@@ -87,6 +87,7 @@ impl Handler<SessionSubscribe> for Session {
             properties: None,
             reasons,
         }));
+        self.report();
         if !retained.is_empty() {
             self.send_retained(retained, ctx);
         }
@@ -156,5 +157,6 @@ impl Handler<SessionUnsubscribe> for Session {
             properties: None,
             reasons,
         }));
+        self.report();
     }
 }
