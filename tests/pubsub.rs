@@ -3,24 +3,9 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::raw::{pid, Raw};
+use common::raw::{pid, publish, Raw};
 use common::*;
-use starling_proto::{
-    Packet, Protocol, PubResponse, Publish, QoS, ReasonCode, TopicFilter, TopicName, Unsubscribe,
-};
-
-fn publish(topic: &str, qos: QoS, id: Option<u16>, payload: &'static [u8]) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: TopicName::new(topic).expect("valid topic"),
-        packet_id: id.map(pid),
-        properties: None,
-        payload: Bytes::from_static(payload),
-    })
-}
+use starling_proto::{Packet, Protocol, PubResponse, QoS, ReasonCode, TopicFilter, Unsubscribe};
 
 async fn expect_publish(raw: &mut Raw, topic: &str, payload: &[u8]) {
     match raw.recv().await {
@@ -132,7 +117,7 @@ async fn a_message_fans_out_to_every_matching_subscriber() {
 
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "p").await;
     publisher
-        .send_packet(&publish("a/b", QoS::AtMostOnce, None, b"x"))
+        .send_packet(&publish("a/b", QoS::AtMostOnce, None, "x"))
         .await;
     for sub in &mut subs {
         expect_publish(sub, "a/b", b"x").await;
@@ -154,7 +139,7 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
 
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "p").await;
     publisher
-        .send_packet(&publish("$app/x", QoS::AtMostOnce, None, b"d"))
+        .send_packet(&publish("$app/x", QoS::AtMostOnce, None, "d"))
         .await;
     expect_publish(&mut explicit, "$app/x", b"d").await;
     hash.expect_silence(300).await;
@@ -169,7 +154,7 @@ async fn unsubscribe_stops_delivery() {
     sub.subscribe("t/#", QoS::AtMostOnce).await;
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
     publisher
-        .send_packet(&publish("t/1", QoS::AtMostOnce, None, b"1"))
+        .send_packet(&publish("t/1", QoS::AtMostOnce, None, "1"))
         .await;
     expect_publish(&mut sub, "t/1", b"1").await;
 
@@ -187,7 +172,7 @@ async fn unsubscribe_stops_delivery() {
         other => panic!("expected UNSUBACK, got {other:?}"),
     }
     publisher
-        .send_packet(&publish("t/2", QoS::AtMostOnce, None, b"2"))
+        .send_packet(&publish("t/2", QoS::AtMostOnce, None, "2"))
         .await;
     sub.expect_silence(300).await;
 }
@@ -221,7 +206,7 @@ async fn qos1_and_qos2_publishes_are_acknowledged_and_routed() {
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "pub").await;
 
     publisher
-        .send_packet(&publish("q/1", QoS::AtLeastOnce, Some(10), b"one"))
+        .send_packet(&publish("q/1", QoS::AtLeastOnce, Some(10), "one"))
         .await;
     assert_eq!(
         publisher.recv().await,
@@ -230,7 +215,7 @@ async fn qos1_and_qos2_publishes_are_acknowledged_and_routed() {
     expect_publish(&mut sub, "q/1", b"one").await;
 
     publisher
-        .send_packet(&publish("q/2", QoS::ExactlyOnce, Some(11), b"two"))
+        .send_packet(&publish("q/2", QoS::ExactlyOnce, Some(11), "two"))
         .await;
     assert_eq!(
         publisher.recv().await,
@@ -254,7 +239,7 @@ async fn a_resent_qos2_publish_is_routed_once() {
     let (mut sub, _) = Raw::connected(broker.addr, Protocol::V5, "sub").await;
     sub.subscribe("once", QoS::AtMostOnce).await;
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
-    let mut packet = publish("once", QoS::ExactlyOnce, Some(5), b"x");
+    let mut packet = publish("once", QoS::ExactlyOnce, Some(5), "x");
     publisher.send_packet(&packet).await;
     assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
     if let Packet::Publish(p) = &mut packet {

@@ -168,15 +168,14 @@ impl Broker {
             &log.new(o!()),
         )
         .start();
-        let registry = Registry::new(
+        let registry = Registry::start(
             router.clone(),
             Arc::clone(&security.manager),
             Arc::clone(&metrics),
             config.session,
             config.session_scan_interval,
             log,
-        )
-        .start();
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         info!(log, "broker actors started"; "topic_shards" => shard_count, "workers" => workers.len());
         Broker {

@@ -19,7 +19,7 @@ use crate::msg::{
     SessionId, SessionInfo, SessionUnavailable,
 };
 use crate::security::SecurityManager;
-use crate::session::{Session, SessionDeps};
+use crate::session::{Session, SessionShared};
 use crate::topic::Router;
 
 #[derive(Debug)]
@@ -35,34 +35,37 @@ struct Entry {
 pub struct Registry {
     sessions: HashMap<Arc<str>, Entry>,
     next_session_id: SessionId,
-    router: Router,
-    security: Arc<dyn SecurityManager>,
-    metrics: Arc<Metrics>,
-    session_config: SessionConfig,
-    scan_interval: Duration,
+    /// What every session it starts is given.
+    shared: SessionShared,
     log: Logger,
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new(
+    /// Starts the registry; `shared` (all but the registry's own address, which is filled in
+    /// here) goes to every session it starts.
+    pub fn start(
         router: Router,
         security: Arc<dyn SecurityManager>,
         metrics: Arc<Metrics>,
-        session_config: SessionConfig,
+        config: SessionConfig,
         scan_interval: Duration,
         log: &Logger,
-    ) -> Registry {
-        Registry {
+    ) -> Addr<Registry> {
+        let log = log.new(o!("actor" => "registry"));
+        Registry::create(move |ctx| Registry {
             sessions: HashMap::new(),
             next_session_id: 1,
-            router,
-            security,
-            metrics,
-            session_config,
-            scan_interval,
-            log: log.new(o!("actor" => "registry")),
-        }
+            shared: SessionShared {
+                registry: ctx.address(),
+                router,
+                security,
+                metrics,
+                config,
+                scan_interval,
+                log: log.clone(),
+            },
+            log,
+        })
     }
 }
 
@@ -79,32 +82,16 @@ impl Actor for Registry {
 impl Handler<OpenSession> for Registry {
     type Result = ResponseFuture<Result<Attached, SessionUnavailable>>;
 
-    fn handle(&mut self, msg: OpenSession, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: OpenSession, _: &mut Self::Context) -> Self::Result {
         let entry = match self.sessions.get_mut(&msg.client_id) {
             Some(entry) if entry.addr.connected() => entry,
             _ => {
                 let id = self.next_session_id;
                 self.next_session_id += 1;
-                let registry = ctx.address();
-                let router = self.router.clone();
-                let scan = self.scan_interval;
-                let config = self.session_config;
-                let security = Arc::clone(&self.security);
-                let metrics = Arc::clone(&self.metrics);
-                let log = self.log.clone();
+                let shared = self.shared.clone();
                 let client_id = Arc::clone(&msg.client_id);
                 let addr = Session::start_in_arbiter(&msg.arbiter, move |_| {
-                    Session::new(SessionDeps {
-                        client_id,
-                        id,
-                        registry,
-                        router,
-                        security,
-                        metrics,
-                        config,
-                        scan_interval: scan,
-                        log: &log,
-                    })
+                    Session::new(client_id, id, shared)
                 });
                 debug!(self.log, "session created"; "client_id" => &*msg.client_id, "session" => id);
                 self.sessions

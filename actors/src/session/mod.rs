@@ -47,27 +47,24 @@ struct Reported {
     too_large: u64,
 }
 
-/// What a new Session is made with.
-#[derive(Debug)]
-pub struct SessionDeps<'a> {
-    /// Its client id.
-    pub client_id: Arc<str>,
-    /// Its id.
-    pub id: SessionId,
+/// What every Session shares: where to send things, its limits and its logger. The Registry
+/// keeps one and clones it for each session it starts.
+#[derive(Debug, Clone)]
+pub struct SessionShared {
     /// The Registry (to ask to end).
     pub registry: Addr<Registry>,
     /// The shards and retain store.
     pub router: Router,
     /// Authorization of subscriptions, retained messages and wills.
     pub security: Arc<dyn SecurityManager>,
-    /// Counters (the session's worker slot).
+    /// Counters (each session counts in its worker's slot).
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub config: SessionConfig,
     /// How often an offline session checks its expiry.
     pub scan_interval: Duration,
     /// The parent logger.
-    pub log: &'a Logger,
+    pub log: Logger,
 }
 
 /// One client's session.
@@ -121,10 +118,8 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session; the Registry starts it and attaches the first connection.
-    pub fn new(deps: SessionDeps<'_>) -> Session {
-        let SessionDeps {
-            client_id,
-            id,
+    pub fn new(client_id: Arc<str>, id: SessionId, shared: SessionShared) -> Session {
+        let SessionShared {
             registry,
             router,
             security,
@@ -132,7 +127,7 @@ impl Session {
             config,
             scan_interval,
             log,
-        } = deps;
+        } = shared;
         let log = log.new(o!("actor" => "session", "client_id" => client_id.to_string()));
         Session {
             principal: Arc::new(Principal {
