@@ -146,14 +146,16 @@ impl Broker {
             worker.spawn(async move { Metrics::enter_worker(i) });
         }
         let shard_count = config.topic_shards.max(1);
+        let mailbox_limit = config.session.queue.max_messages;
         let shards = (0..shard_count)
             .map(|i| {
                 let log = log.clone();
+                let metrics = Arc::clone(&metrics);
                 match workers.get(i % workers.len().max(1)) {
-                    Some(arbiter) => {
-                        TopicNode::start_in_arbiter(arbiter, move |_| TopicNode::new(i, &log))
-                    }
-                    None => TopicNode::new(i, &log).start(),
+                    Some(arbiter) => TopicNode::start_in_arbiter(arbiter, move |_| {
+                        TopicNode::new(i, mailbox_limit, metrics, &log)
+                    }),
+                    None => TopicNode::new(i, mailbox_limit, metrics, &log).start(),
                 }
             })
             .collect();

@@ -8,6 +8,7 @@
 //! `RemoveSubscription`), TopicNode -> Session (`Deliver`), Session -> Registry
 //! (`SessionEnded`), Session -> Connection (`Outbound`, `Kick`).
 
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -280,9 +281,22 @@ pub struct EndSession;
 #[rtype(result = "bool")]
 pub struct Route(pub Arc<Message>);
 
+/// A session's mailbox accounting, shared with the shard entries of its subscriptions:
+/// deliveries sent to it and not yet handled, and deliveries a shard dropped because too many
+/// were. It bounds the one edge a session's own queue cannot: its actix mailbox.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    /// `Deliver` messages sent and not yet handled.
+    pub pending: AtomicUsize,
+    /// Deliveries dropped by a shard because `pending` was at the bound.
+    pub dropped: AtomicU64,
+}
+
 /// One subscription as a TopicNode keeps it.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
+    /// The subscribing session's mailbox accounting.
+    pub inbox: Arc<Inbox>,
     /// The subscribing Session.
     pub session: Addr<Session>,
     /// Its options for this filter.
@@ -395,4 +409,6 @@ pub struct SessionInfo {
     pub drops: starling_proto::session::DropCounts,
     /// Deliveries dropped for exceeding the client's Maximum Packet Size.
     pub dropped_too_large: u64,
+    /// Deliveries dropped before reaching the session because its mailbox was full.
+    pub dropped_backlog: u64,
 }

@@ -14,6 +14,7 @@
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -21,8 +22,9 @@ use slog::{debug, o, Logger};
 use starling_proto::trie::Trie;
 use starling_proto::{TopicFilter, TopicName};
 
+use crate::metrics::{count, Metrics};
 use crate::msg::{
-    AddSubscription, Deliver, Message, RemoveSubscription, Route, RouteShared, SessionId,
+    AddSubscription, Deliver, Inbox, Message, RemoveSubscription, Route, RouteShared, SessionId,
     SharedOnline, Subscriber,
 };
 use crate::retain::{Retain, RetainStore};
@@ -163,12 +165,33 @@ impl SubKey {
     }
 }
 
+/// Sends a delivery unless the session already has `limit` unhandled in its mailbox; then it
+/// is dropped and counted, like a full session queue would.
+fn deliver(
+    inbox: &Inbox,
+    session: &Addr<Session>,
+    deliver: Deliver,
+    limit: usize,
+    metrics: &Metrics,
+) {
+    if inbox.pending.load(Ordering::Relaxed) >= limit {
+        inbox.dropped.fetch_add(1, Ordering::Relaxed);
+        count(&metrics.local().dropped_queue_full, 1);
+        return;
+    }
+    inbox.pending.fetch_add(1, Ordering::Relaxed);
+    session.do_send(deliver);
+}
+
 /// One shard of the subscription trie.
 #[derive(Debug)]
 pub struct TopicNode {
     trie: Trie<SubKey, Subscriber>,
     /// Reused between routes: the merged delivery per matching session.
-    pending: HashMap<SessionId, (Addr<Session>, Deliver)>,
+    pending: HashMap<SessionId, (Subscriber, Deliver)>,
+    /// Most unhandled deliveries in one session's mailbox.
+    mailbox_limit: usize,
+    metrics: Arc<Metrics>,
     /// Reused between routes: members of each matching shared subscription.
     groups: HashMap<Arc<str>, Vec<(SessionId, Subscriber)>>,
     /// Round-robin position per shared subscription.
@@ -177,11 +200,18 @@ pub struct TopicNode {
 }
 
 impl TopicNode {
-    /// A new, empty shard.
-    pub fn new(shard: usize, log: &Logger) -> TopicNode {
+    /// A new, empty shard; a session with `mailbox_limit` unhandled deliveries gets no more.
+    pub fn new(
+        shard: usize,
+        mailbox_limit: usize,
+        metrics: Arc<Metrics>,
+        log: &Logger,
+    ) -> TopicNode {
         TopicNode {
             trie: Trie::new(),
             pending: HashMap::new(),
+            mailbox_limit: mailbox_limit.max(1),
+            metrics,
             groups: HashMap::new(),
             next_member: HashMap::new(),
             log: log.new(o!("actor" => "topic_node", "shard" => shard)),
@@ -226,13 +256,20 @@ impl TopicNode {
             members.sort_by_key(|(id, _)| *id);
             if let Some(i) = self.pick_member(&group, &members, exclude) {
                 let (_, sub) = &members[i];
-                sub.session.do_send(Deliver {
+                let d = Deliver {
                     msg: Arc::clone(msg),
                     qos: msg.qos.min(sub.options.qos),
                     retain: msg.retain && sub.options.retain_as_published,
                     subscription_ids: sub.subscription_id.into_iter().collect(),
                     shared: Some(group),
-                });
+                };
+                deliver(
+                    &sub.inbox,
+                    &sub.session,
+                    d,
+                    self.mailbox_limit,
+                    &self.metrics,
+                );
             }
         }
     }
@@ -319,13 +356,19 @@ impl Handler<Route> for TopicNode {
                         subscription_ids: sub.subscription_id.into_iter().collect(),
                         shared: None,
                     };
-                    e.insert((sub.session.clone(), deliver));
+                    e.insert((sub.clone(), deliver));
                 }
             }
         });
         let matched = !pending.is_empty() || !self.groups.is_empty();
-        for (_, (session, deliver)) in pending.drain() {
-            session.do_send(deliver);
+        for (_, (sub, d)) in pending.drain() {
+            deliver(
+                &sub.inbox,
+                &sub.session,
+                d,
+                self.mailbox_limit,
+                &self.metrics,
+            );
         }
         if !self.groups.is_empty() {
             self.deliver_shared(&msg, None);

@@ -126,7 +126,7 @@ impl Connection {
             }
         }
         let Some(id) = publish.packet_id else {
-            self.route(publish);
+            self.route_confirmed(publish, None, ctx);
             return;
         };
         // Flow control ([MQTT-3.3.4-9]): QoS 1 publishes not yet acknowledged and QoS 2 ones not
@@ -289,10 +289,34 @@ impl Connection {
         }
     }
 
-    fn route(&mut self, publish: Publish) {
+    /// Routes a publish; when its shard confirms, a QoS 1 one (`ack`) is acknowledged, and
+    /// either way the connection's routing window opens again.
+    fn route_confirmed(
+        &mut self,
+        publish: Publish,
+        ack: Option<PacketId>,
+        ctx: &mut Context<Self>,
+    ) {
         let origin = self.attachment.as_ref().map(|a| a.session_id);
-        let msg = Message::from_publish(publish, origin, Instant::now());
-        self.broker.router.publish(Arc::new(msg));
+        let msg = Arc::new(Message::from_publish(publish, origin, Instant::now()));
+        self.routes_pending += 1;
+        self.broker
+            .router
+            .publish_confirmed(msg)
+            .into_actor(self)
+            .map(move |matched, act, _| {
+                act.routes_pending = act.routes_pending.saturating_sub(1);
+                act.wake_io();
+                if let Some(id) = ack {
+                    // MQTT 5: "No matching subscribers" is still a success, and more telling.
+                    let reason = match matched {
+                        Ok(false) => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+                        _ => ReasonCode::SUCCESS,
+                    };
+                    act.routed(id, reason);
+                }
+            })
+            .spawn(ctx);
     }
 
     /// A packet that cannot be decoded: answer per protocol and state, then close.

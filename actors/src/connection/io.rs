@@ -55,7 +55,7 @@ impl Connection {
         matches!(
             self.state,
             State::AwaitingConnect | State::Authenticating | State::Connected
-        )
+        ) && self.routes_pending < super::ROUTE_WINDOW
     }
 
     /// Decodes what is buffered and reads more, within a budget.

@@ -37,6 +37,9 @@ use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, SessionId};
 use crate::security::Principal;
 use crate::session::Session;
 
+/// Most publishes one connection may have in routing at once (see `routes_pending`).
+const ROUTE_WINDOW: usize = 64;
+
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -108,6 +111,10 @@ pub struct Connection {
     /// whether routing is done: PUBACKs go out in this order once the head is routed
     /// ([MQTT-4.6.0-2]).
     inbound_qos1: VecDeque<(PacketId, ReasonCode, bool)>,
+    /// Publishes handed to a shard whose route is not yet confirmed: past `ROUTE_WINDOW` the
+    /// connection stops reading, so a fast publisher is slowed by TCP instead of growing the
+    /// shards' mailboxes.
+    routes_pending: usize,
     /// Inbound QoS 2 ids handed to the session and not yet completed (PUBCOMP sent).
     inbound_qos2: HashSet<PacketId>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
@@ -178,6 +185,7 @@ impl Connection {
             aliases: HashMap::new(),
             outbound_aliases: aliases::OutboundAliases::new(0),
             inbound_qos1: VecDeque::new(),
+            routes_pending: 0,
             inbound_qos2: HashSet::new(),
             connect_session_expiry: None,
             pending: Vec::new(),

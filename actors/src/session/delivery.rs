@@ -171,6 +171,12 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        // Every Deliver was counted in by a shard when sent (see `topic::deliver`).
+        let _ = self.inbox.pending.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        );
         let delivery = Delivery {
             size: msg.msg.payload.len(),
             expires_at: msg.msg.expires_at,

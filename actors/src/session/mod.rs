@@ -28,8 +28,8 @@ use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 use crate::config::SessionConfig;
 use crate::metrics::{count, gauge, Metrics};
 use crate::msg::{
-    Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Kick, Routed, SessionEnded,
-    SessionId, SessionInfo, Will,
+    Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Inbox, Kick, Routed,
+    SessionEnded, SessionId, SessionInfo, Will,
 };
 use crate::registry::Registry;
 use crate::security::{Principal, SecurityManager};
@@ -78,6 +78,8 @@ pub struct Session {
     metrics: Arc<Metrics>,
     /// What this session last added to the gauges and counters (see `report`).
     reported: Reported,
+    /// Deliveries in its mailbox, shared with its subscriptions' shard entries.
+    inbox: Arc<Inbox>,
     /// Who the client is, for authorization (set on every attach).
     principal: Arc<Principal>,
     config: SessionConfig,
@@ -141,6 +143,7 @@ impl Session {
             security,
             metrics,
             reported: Reported::default(),
+            inbox: Arc::new(Inbox::default()),
             config,
             scan_interval,
             log,
@@ -433,6 +436,10 @@ impl Handler<GetSessionInfo> for Session {
             inflight: self.out.inflight(),
             drops: self.out.drops(),
             dropped_too_large: self.dropped_too_large,
+            dropped_backlog: self
+                .inbox
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

@@ -55,6 +55,7 @@ impl Handler<SessionSubscribe> for Session {
                 continue;
             }
             let subscriber = Subscriber {
+                inbox: Arc::clone(&self.inbox),
                 session: ctx.address(),
                 options,
                 subscription_id,
