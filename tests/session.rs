@@ -206,3 +206,24 @@ async fn takeover_storm_loses_nothing_acknowledged() {
         last.puback(&p).await;
     }
 }
+
+/// [MQTT-3.1.2-6] A clean session lasts as long as its network connection: a persistent
+/// CONNECT that takes it over (even before the broker saw the old socket close) gets a fresh
+/// session, Session Present = 0, and none of its subscriptions.
+#[tokio::test]
+async fn taking_over_a_clean_session_starts_a_fresh_one() {
+    let broker = TestBroker::default_broker();
+    let (mut clean, _) = Raw::connected(broker.addr, Protocol::V311, "twin").await;
+    clean.subscribe("c", QoS::AtLeastOnce).await;
+    // The clean connection is still open when the persistent one arrives.
+    let persistent = connect_with(Protocol::V311, "twin", |c| c.clean_start = false);
+    let (mut raw, ack) = Raw::connect(broker.addr, Protocol::V311, &persistent).await;
+    assert!(!ack.session_present);
+    clean.expect_closed().await;
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "pub").await;
+    publisher
+        .send_packet(&publish("c", QoS::AtLeastOnce, Some(1), "x"))
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    raw.expect_silence(300).await;
+}

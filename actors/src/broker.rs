@@ -146,7 +146,14 @@ impl Broker {
             worker.spawn(async move { Metrics::enter_worker(i) });
         }
         let shard_count = config.topic_shards.max(1);
-        let mailbox_limit = config.session.queue.max_messages;
+        // A safety valve against overload, well above the queue bound, so that in normal
+        // operation the session's own queue and its drop policy decide what is dropped.
+        let mailbox_limit = config
+            .session
+            .queue
+            .max_messages
+            .saturating_mul(2)
+            .max(1000);
         let shards = (0..shard_count)
             .map(|i| {
                 let log = log.clone();

@@ -283,7 +283,8 @@ pub struct Route(pub Arc<Message>);
 
 /// A session's mailbox accounting, shared with the shard entries of its subscriptions:
 /// deliveries sent to it and not yet handled, and deliveries a shard dropped because too many
-/// were. It bounds the one edge a session's own queue cannot: its actix mailbox.
+/// were. It bounds the one edge a session's own queue cannot: its actix mailbox (at twice the
+/// queue bound, at least 1 000, so that normally the queue's drop policy decides).
 #[derive(Debug, Default)]
 pub struct Inbox {
     /// `Deliver` messages sent and not yet handled.

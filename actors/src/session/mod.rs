@@ -341,6 +341,9 @@ impl Handler<Attach> for Session {
             ctx.cancel_future(timer);
             self.will = None;
         }
+        // A session that expires on disconnect ends with the connection it is taken from: its
+        // state is never reused ([MQTT-3.1.2-6]).
+        let mut discard = false;
         if let Some(old) = self.link.take() {
             if old.conn_id != msg.link.conn_id {
                 info!(self.log, "session taken over";
@@ -351,6 +354,7 @@ impl Handler<Attach> for Session {
                 if self.will.as_ref().is_some_and(|w| w.delay == 0) {
                     self.publish_will();
                 }
+                discard = self.expiry == Some(0);
             }
         }
         if let Some(timer) = self.expiry_timer.take() {
@@ -358,8 +362,8 @@ impl Handler<Attach> for Session {
         }
         // A session is present when it existed before this CONNECT and the client did not ask
         // for a clean start ([MQTT-3.2.2-2], [MQTT-3.2.2-3]).
-        let existed = msg.generation > 1 && !self.ended;
-        if params.clean_start || self.ended {
+        let existed = msg.generation > 1 && !self.ended && !discard;
+        if params.clean_start || self.ended || discard {
             self.clear_state();
         }
         self.ended = false;
