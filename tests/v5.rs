@@ -390,3 +390,23 @@ async fn puback_reports_no_matching_subscribers() {
         other => panic!("expected PUBACK, got {other:?}"),
     }
 }
+
+/// A shared subscription's only member that drops before acknowledging keeps the message: it
+/// has nowhere else to go, and is redelivered when the member returns (never lost).
+#[tokio::test]
+async fn a_sole_shared_member_gets_its_unacknowledged_message_back() {
+    let broker = TestBroker::default_broker();
+    let mut member = persistent_member(&broker, "only").await;
+    member.subscribe("$share/g/solo", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
+    publisher
+        .send_packet(&publish("solo", QoS::AtLeastOnce, Some(1), "keep me"))
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(&member.recv_publish().await.payload[..], b"keep me");
+    drop(member); // no PUBACK
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut member = persistent_member(&broker, "only").await;
+    let p = member.recv_publish().await;
+    assert_eq!(&p.payload[..], b"keep me");
+}

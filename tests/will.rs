@@ -277,3 +277,48 @@ async fn takeover_publishes_the_old_connections_will() {
     old.expect_closed().await;
     assert_eq!(watch.recv_publish().await.topic.as_str(), "will/twin");
 }
+
+/// [MQTT-3.1.2-10] A normal DISCONNECT discards the will, even when the client reconnects at
+/// once with the same client id (the reconnect must not find the old connection attached).
+#[tokio::test]
+async fn a_quick_reconnect_after_a_normal_disconnect_publishes_no_will() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    for _ in 0..20 {
+        let mut client = with_will(
+            &broker,
+            Protocol::V311,
+            "quick",
+            will("will/quick", QoS::AtMostOnce, false, None),
+            None,
+            30,
+        )
+        .await;
+        client
+            .send_packet(&Packet::Disconnect(Disconnect::with_reason(
+                ReasonCode::NORMAL_DISCONNECTION,
+            )))
+            .await;
+        // Reconnect without waiting for the close.
+        let again = with_will(
+            &broker,
+            Protocol::V311,
+            "quick",
+            will("will/quick", QoS::AtMostOnce, false, None),
+            None,
+            30,
+        )
+        .await;
+        drop(client);
+        again_disconnect(again).await;
+    }
+    watch.expect_silence(400).await;
+}
+
+async fn again_disconnect(mut raw: Raw) {
+    raw.send_packet(&Packet::Disconnect(Disconnect::with_reason(
+        ReasonCode::NORMAL_DISCONNECTION,
+    )))
+    .await;
+    raw.expect_closed().await;
+}

@@ -220,7 +220,7 @@ impl TopicNode {
 
     /// Picks the member of a shared subscription that gets the next message: round-robin over
     /// the connected members (not `exclude`); if none is connected, over all of them, so that
-    /// a persistent member queues it.
+    /// a persistent member queues it; if `exclude` is the only member, back to it.
     fn pick_member(
         &mut self,
         group: &Arc<str>,
@@ -235,10 +235,14 @@ impl TopicNode {
             .copied()
             .filter(|&i| members[i].1.online)
             .collect();
-        let pool = if online.is_empty() {
+        let everyone: Vec<usize> = (0..members.len()).collect();
+        // Nobody else: the message stays with the member that gave it back rather than be lost.
+        let pool = if !online.is_empty() {
+            &online
+        } else if !candidates.is_empty() {
             &candidates
         } else {
-            &online
+            &everyone
         };
         if pool.is_empty() {
             return None;
@@ -302,6 +306,11 @@ impl Handler<RemoveSubscription> for TopicNode {
     fn handle(&mut self, msg: RemoveSubscription, _: &mut Self::Context) {
         let key = SubKey::new(&msg.filter, msg.session_id);
         self.trie.remove(msg.filter.matching_filter(), &key);
+        // A group's round-robin position restarts when its membership changes, so positions of
+        // groups that are gone do not pile up.
+        if let Some(group) = &key.group {
+            self.next_member.remove(group);
+        }
     }
 }
 

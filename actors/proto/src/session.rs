@@ -18,6 +18,9 @@ use std::time::Instant;
 
 use crate::packet::{PacketId, QoS};
 
+/// Messages `push_unbounded` may queue whatever the queue bound (at least twice the bound).
+pub const RETAINED_ALLOWANCE: usize = 10_000;
+
 /// What to do when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DropPolicy {
@@ -220,10 +223,22 @@ impl<M: Clone> Outbound<M> {
         true
     }
 
-    /// Adds a delivery regardless of the queue bounds: for messages whose payload is held
-    /// elsewhere anyway (retained messages sent at subscribe time), so that a subscriber gets
-    /// all of them. Counted in the queue's size like any other.
+    /// Adds a delivery beyond the queue bounds, up to `RETAINED_ALLOWANCE` (or twice the bound):
+    /// for messages whose payload is held elsewhere anyway (retained messages sent at subscribe
+    /// time), so that a subscriber gets all of them. Counted in the queue's size like any other.
     pub fn push_unbounded(&mut self, delivery: Delivery<M>) -> bool {
+        // Still bounded, far above the queue bound: repeated subscriptions by a client that
+        // never reads must not grow the queue without end.
+        if self.queue.len()
+            >= self
+                .limits
+                .max_messages
+                .saturating_mul(2)
+                .max(RETAINED_ALLOWANCE)
+        {
+            self.drops.queue_full += 1;
+            return false;
+        }
         self.queued_bytes += delivery.size;
         self.queue.push_back(delivery);
         true
@@ -342,14 +357,16 @@ impl<M: Clone> Outbound<M> {
         Ok(())
     }
 
-    /// Removes and returns the deliveries for which `pred` holds, from the queue and from
-    /// flight, except QoS 2 messages whose PUBREC came (the client has those). For handing a
-    /// departing client's messages to someone else (shared subscriptions).
+    /// Removes and returns the deliveries for which `pred` holds: queued ones, and QoS 1 ones in
+    /// flight. QoS 2 messages in flight stay: the client may already hold them, and delivering
+    /// them elsewhere would deliver them twice ([MQTT-4.8.2-4] has their delivery finished with
+    /// this client). For handing a departing client's messages to someone else (shared
+    /// subscriptions).
     pub fn take_where(&mut self, mut pred: impl FnMut(&Delivery<M>) -> bool) -> Vec<Delivery<M>> {
         let mut taken = Vec::new();
         let mut kept = VecDeque::with_capacity(self.inflight.len());
         for f in self.inflight.drain(..) {
-            if f.state != InflightState::AwaitingPubComp && pred(&f.delivery) {
+            if f.state == InflightState::AwaitingPubAck && pred(&f.delivery) {
                 taken.push(f.delivery);
             } else {
                 kept.push_back(f);

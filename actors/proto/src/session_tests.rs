@@ -238,6 +238,20 @@ fn push_unbounded_ignores_the_bounds_but_keeps_order() {
 }
 
 #[test]
+fn push_unbounded_is_still_bounded_far_above_the_queue_bound() {
+    let limits = QueueLimits {
+        max_messages: 1,
+        ..QueueLimits::default()
+    };
+    let mut out = Outbound::new(limits, 1);
+    for n in 0..RETAINED_ALLOWANCE as u32 {
+        assert!(out.push_unbounded(d(n, QoS::AtLeastOnce)));
+    }
+    assert!(!out.push_unbounded(d(0, QoS::AtLeastOnce)));
+    assert_eq!(out.drops().queue_full, 1);
+}
+
+#[test]
 fn take_where_removes_matching_deliveries_but_not_released_qos2() {
     let now = Instant::now();
     let mut out = Outbound::new(QueueLimits::default(), 2);

@@ -15,7 +15,7 @@ use slog::{debug, info, o, warn};
 use starling_proto::{Auth, ConnAck, Connect, LastWill, Packet, Properties, Protocol, ReasonCode};
 
 use super::{Attachment, Connection, State};
-use crate::msg::{ClientLink, Message, OpenSession, SessionParams, Will};
+use crate::msg::{ClientLink, Detach, Message, OpenSession, SessionParams, Will};
 use crate::security::{AuthStep, ConnectInfo};
 
 /// Longest client id MQTT 3.1 allows ([MQTT 3.1, 3.1 CONNECT, Client Identifier]).
@@ -210,6 +210,14 @@ impl Connection {
             .into_actor(self)
             .map(move |result, act, ctx| {
                 if act.state != State::Connecting {
+                    // Closed meanwhile (shutdown): the session must not stay attached to us.
+                    if let Ok(Ok(attached)) = result {
+                        attached.session.do_send(Detach {
+                            conn_id: act.id,
+                            publish_will: false,
+                            new_expiry: None,
+                        });
+                    }
                     return;
                 }
                 match result {

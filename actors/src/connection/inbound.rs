@@ -82,6 +82,9 @@ impl Connection {
                 self.clean_disconnect =
                     disconnect.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
                 self.disconnect_expiry = expiry;
+                // Detach now, not after the flush: a quick reconnect must not find this
+                // connection still attached and take it over (publishing its will).
+                self.detach();
                 self.close(None, ctx);
             }
             Packet::Connect(_) => {
@@ -140,6 +143,8 @@ impl Connection {
         }
         if publish.qos == QoS::ExactlyOnce {
             self.inbound_qos2.insert(id);
+            // Counted in the routing window until the session's PUBREC passes back.
+            self.routes_pending += 1;
             // The session keeps the id until PUBREL, across reconnects, and answers PUBREC.
             if let Some(attachment) = &self.attachment {
                 attachment.session.do_send(InboundQos2 {

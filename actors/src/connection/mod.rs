@@ -293,6 +293,18 @@ impl Connection {
         ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 
+    /// Tells the session this connection is gone (once): whether to publish the will, and any
+    /// new expiry from DISCONNECT.
+    fn detach(&mut self) {
+        if let Some(attachment) = self.attachment.take() {
+            attachment.session.do_send(Detach {
+                conn_id: self.id,
+                publish_will: !self.clean_disconnect,
+                new_expiry: self.disconnect_expiry,
+            });
+        }
+    }
+
     fn start_keep_alive(&mut self, ctx: &mut Context<Self>) {
         if self.keep_alive == 0 {
             return;
@@ -345,13 +357,7 @@ impl Actor for Connection {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.broker.connections.fetch_sub(1, Ordering::Relaxed);
         gauge(&self.broker.metrics.local().connections, -1);
-        if let Some(attachment) = &self.attachment {
-            attachment.session.do_send(Detach {
-                conn_id: self.id,
-                publish_will: !self.clean_disconnect,
-                new_expiry: self.disconnect_expiry,
-            });
-        }
+        self.detach();
         debug!(self.log, "connection closed");
     }
 }
@@ -366,8 +372,15 @@ impl Handler<Outbound> for Connection {
             Packet::PubComp(r) => {
                 self.inbound_qos2.remove(&r.packet_id);
             }
-            Packet::PubRec(r) if !r.reason.is_success() => {
-                self.inbound_qos2.remove(&r.packet_id);
+            Packet::PubRec(r) => {
+                // The session handled a QoS 2 publish: the routing window opens again.
+                if self.routes_pending > 0 {
+                    self.routes_pending -= 1;
+                    self.wake_io();
+                }
+                if !r.reason.is_success() {
+                    self.inbound_qos2.remove(&r.packet_id);
+                }
             }
             _ => {}
         }

@@ -323,6 +323,12 @@ impl Session {
 impl Actor for Session {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The Registry `send`s Attach and relies on it being queued at once, in CONNECT order;
+        // deliveries (bounded by the Inbox at far less than this) must never fill the mailbox.
+        ctx.set_mailbox_capacity(1 << 20);
+    }
+
     fn stopped(&mut self, _: &mut Self::Context) {
         // Gone: whatever this session still counted in the gauges comes off.
         self.ended = true;
@@ -334,7 +340,7 @@ impl Handler<Attach> for Session {
     type Result = MessageResult<Attach>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
-        self.generation = msg.generation;
+        self.generation = self.generation.max(msg.generation);
         let params = msg.params;
         // A reconnect within the will delay cancels the will ([MQTT-3.1.3-9]).
         if let Some(timer) = self.will_timer.take() {
