@@ -37,16 +37,6 @@ pub struct TransportInfo {
     pub client_identity: Option<String>,
 }
 
-impl TransportInfo {
-    /// Plain TCP without a client certificate.
-    pub fn tcp() -> TransportInfo {
-        TransportInfo {
-            kind: "tcp",
-            client_identity: None,
-        }
-    }
-}
-
 /// The broker's access control.
 #[derive(Debug, Clone)]
 pub struct BrokerSecurity {
@@ -104,11 +94,6 @@ impl BrokerHandle {
         transport: TransportInfo,
     ) {
         Connection::start_for(Arc::clone(&self.0), io, peer, config, transport);
-    }
-
-    /// Connections currently open.
-    pub fn connection_count(&self) -> usize {
-        self.0.connections.load(Ordering::Relaxed)
     }
 
     /// A snapshot of the session of `client_id`, if there is one. Usable from any runtime.

@@ -70,11 +70,6 @@ impl Router {
         shard.send(Route(msg))
     }
 
-    /// Number of shards.
-    pub fn shard_count(&self) -> usize {
-        self.shards.len()
-    }
-
     fn index_of_level(&self, level: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         level.hash(&mut hasher);
@@ -102,7 +97,7 @@ impl Router {
     }
 
     /// Routes a message to its shard.
-    pub fn route(&self, route: Route) {
+    fn route(&self, route: Route) {
         self.shard_for_topic(&route.0.topic).do_send(route);
     }
 
