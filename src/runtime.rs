@@ -40,6 +40,9 @@ pub enum StartError {
     /// A thread could not be started, or died during start-up.
     #[error("broker thread: {0}")]
     Thread(String),
+    /// The durable store cannot be opened or read.
+    #[error("{0}")]
+    Store(#[from] starling_actors::store::StoreError),
 }
 
 /// A running broker.
@@ -186,7 +189,14 @@ pub fn start_with_security(
                     auth_methods,
                     failure_delay: Duration::from_millis(settings.security.auth_failure_delay),
                 };
-                let broker = Broker::start(&settings.broker_config(), security, &handles, &log);
+                let broker =
+                    match Broker::start(&settings.broker_config(), security, &handles, &log) {
+                        Ok(broker) => broker,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(StartError::Store(e)));
+                            return;
+                        }
+                    };
                 let worker_pool = Arc::new(Workers::new(handles.clone()));
                 let mut addrs = Vec::new();
                 let mut tasks = Vec::new();

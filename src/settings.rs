@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
-use starling_actors::config::{BrokerConfig, SessionConfig};
+use starling_actors::config::{BrokerConfig, SessionConfig, SupervisionConfig};
 use starling_actors::connection::AliasPolicy;
 use starling_actors::proto::session::{DropPolicy, QueueLimits};
 use starling_actors::security::scram::ScramSha256;
 use starling_actors::security::{AuthMethod, AuthMethods, DefaultSecurityManager, SecurityOptions};
+use starling_actors::store::{PersistenceConfig, SyncMode};
 
 use crate::acceptor::{self, Acceptor};
 use crate::tls::{self, SslMode};
@@ -42,6 +43,10 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     /// `[metrics]`.
     pub metrics: MetricsSettings,
+    /// `[persistence]`.
+    pub persistence: PersistenceSettings,
+    /// `[supervisor]`.
+    pub supervisor: SupervisorSettings,
     /// `[logging]`.
     pub logging: LoggingSettings,
     /// `[[acceptors]]`.
@@ -76,6 +81,44 @@ pub struct MetricsSettings {
     pub log_interval: u64,
     /// Seconds between `$SYS` publications; 0: none.
     pub sys_interval: u64,
+}
+
+/// `[persistence]`: the durable store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceSettings {
+    /// Keep sessions, their messages and retained messages across restarts.
+    pub enabled: bool,
+    /// Directory of the store file (relative paths: to the working directory).
+    pub dir: PathBuf,
+    /// When commits reach the disk: `always`, `batch` or `never`.
+    pub sync: SyncSetting,
+    /// With `batch`, the most milliseconds between fsyncs.
+    pub sync_interval: u64,
+}
+
+/// `persistence.sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncSetting {
+    /// fsync before every acknowledgement that needs it.
+    Always,
+    /// fsync at least every `sync_interval` ms.
+    Batch,
+    /// Leave it to the operating system (checkpoints every 30 s and at shutdown).
+    Never,
+}
+
+/// `[supervisor]`: restarting failed actors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSettings {
+    /// Most actor restarts within `restart_window`; one more and the broker exits with code 3.
+    pub max_restarts: u32,
+    /// Seconds over which restarts are counted.
+    pub restart_window: u64,
+    /// For tests only: lets `Server::broker().inject_fault` make an actor fail.
+    pub fault_injection: bool,
 }
 
 /// `[websocket]`.
@@ -336,6 +379,19 @@ impl Settings {
         if self.session.max_in_transit_bytes < 1024 {
             problems.push("session.max_in_transit_bytes: must be at least 1024".to_owned());
         }
+        if self.persistence.enabled && self.persistence.dir.as_os_str().is_empty() {
+            problems.push("persistence.dir: must not be empty".to_owned());
+        }
+        if self.persistence.sync_interval == 0 {
+            problems
+                .push("persistence.sync_interval: must be at least 1 (milliseconds)".to_owned());
+        }
+        if self.supervisor.max_restarts == 0 {
+            problems.push("supervisor.max_restarts: must be at least 1".to_owned());
+        }
+        if self.supervisor.restart_window == 0 {
+            problems.push("supervisor.restart_window: must be at least 1 (seconds)".to_owned());
+        }
         if self.retain.expiry_delay < -1 || self.retain.expiry_delay == 0 {
             problems.push(
                 "retain.expiry_delay: -1 (never) or a positive number of milliseconds".to_owned(),
@@ -482,6 +538,20 @@ impl Settings {
                 .map(std::time::Duration::from_millis),
             metrics_log_interval: std::time::Duration::from_secs(self.metrics.log_interval),
             sys_interval: std::time::Duration::from_secs(self.metrics.sys_interval),
+            persistence: self.persistence.enabled.then(|| PersistenceConfig {
+                dir: self.persistence.dir.clone(),
+                sync: match self.persistence.sync {
+                    SyncSetting::Always => SyncMode::Always,
+                    SyncSetting::Batch => SyncMode::Batch,
+                    SyncSetting::Never => SyncMode::Never,
+                },
+                sync_interval: std::time::Duration::from_millis(self.persistence.sync_interval),
+            }),
+            supervision: SupervisionConfig {
+                max_restarts: self.supervisor.max_restarts,
+                restart_window: std::time::Duration::from_secs(self.supervisor.restart_window),
+                fault_injection: self.supervisor.fault_injection,
+            },
         }
     }
 }

@@ -221,6 +221,8 @@ async fn sighup_reloads_log_levels_and_survives_a_broken_file() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
         .arg("-c")
         .arg(&settings)
+        // The store goes to ./data: the test's own directory.
+        .current_dir(dir.path())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");

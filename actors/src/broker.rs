@@ -18,10 +18,11 @@ use tokio::sync::watch;
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::connection::Connection;
 use crate::metrics::{Metrics, Reporter};
-use crate::msg::{QuerySession, SessionInfo};
-use crate::registry::Registry;
+use crate::msg::{FlushSessions, QuerySession, SessionInfo};
+use crate::registry::{Registry, RegistryParts};
 use crate::retain::RetainStore;
 use crate::security::{AuthMethods, FailureTracker, SecurityManager};
+use crate::store::{Recovered, Store, StoreError};
 use crate::topic::{Router, TopicNode};
 
 /// Any byte stream a Connection can speak MQTT over: TCP, TLS, WebSocket.
@@ -114,17 +115,26 @@ impl BrokerHandle {
 pub struct Broker {
     context: Arc<BrokerContext>,
     shutdown: watch::Sender<bool>,
+    store: Option<Store>,
 }
 
 impl Broker {
-    /// Starts the TopicNode shards round-robin over `workers` and the Registry on the current
-    /// arbiter. Must be called inside a running actix System.
+    /// Opens the store (reading back what it holds), then starts the TopicNode shards
+    /// round-robin over `workers` and the Registry on the current arbiter, with the recovered
+    /// sessions and retained messages. Must be called inside a running actix System.
     pub fn start(
         config: &BrokerConfig,
         security: BrokerSecurity,
         workers: &[ArbiterHandle],
         log: &Logger,
-    ) -> Broker {
+    ) -> Result<Broker, StoreError> {
+        let (store, recovered) = match &config.persistence {
+            Some(persistence) => {
+                let (store, recovered) = Store::open(persistence, log)?;
+                (Some(store), recovered)
+            }
+            None => (None, Recovered::default()),
+        };
         let metrics = Metrics::new(workers.len());
         for (i, worker) in workers.iter().enumerate() {
             // Before anything else runs there: every actor on the worker counts in its slot.
@@ -143,16 +153,23 @@ impl Broker {
             .map(|i| {
                 let log = log.clone();
                 let metrics = Arc::clone(&metrics);
+                let store = store.clone();
                 match workers.get(i % workers.len().max(1)) {
                     Some(arbiter) => TopicNode::start_in_arbiter(arbiter, move |_| {
-                        TopicNode::new(i, mailbox_limit, metrics, &log)
+                        TopicNode::new(i, mailbox_limit, metrics, store, &log)
                     }),
-                    None => TopicNode::new(i, mailbox_limit, metrics, &log).start(),
+                    None => TopicNode::new(i, mailbox_limit, metrics, store, &log).start(),
                 }
             })
             .collect();
-        let retain =
-            RetainStore::new(config.retained_expiry, config.session_scan_interval, log).start();
+        let retain = RetainStore::new(
+            config.retained_expiry,
+            config.session_scan_interval,
+            store.clone(),
+            recovered.retained,
+            log,
+        )
+        .start();
         let router = Router::new(shards, retain);
         Reporter::new(
             Arc::clone(&metrics),
@@ -163,16 +180,22 @@ impl Broker {
         )
         .start();
         let registry = Registry::start(
-            router.clone(),
-            Arc::clone(&security.manager),
-            Arc::clone(&metrics),
-            config.session,
-            config.session_scan_interval,
+            RegistryParts {
+                router: router.clone(),
+                security: Arc::clone(&security.manager),
+                metrics: Arc::clone(&metrics),
+                config: config.session,
+                scan_interval: config.session_scan_interval,
+                store: store.clone(),
+            },
+            recovered.sessions,
+            workers,
             log,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         info!(log, "broker actors started"; "topic_shards" => shard_count, "workers" => workers.len());
-        Broker {
+        Ok(Broker {
+            store,
             context: Arc::new(BrokerContext {
                 registry,
                 router,
@@ -186,7 +209,7 @@ impl Broker {
                 log: log.new(o!()),
             }),
             shutdown,
-        }
+        })
     }
 
     /// A handle listeners use to hand over sockets.
@@ -194,12 +217,18 @@ impl Broker {
         BrokerHandle(Arc::clone(&self.context))
     }
 
-    /// Tells every Connection to close and waits, at most `grace`, until they have.
+    /// Tells every Connection to close and waits, at most `grace`, until they have; then lets
+    /// every Session record its client's departure and closes the store (a durable commit).
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.shutdown.send(true);
         let deadline = Instant::now() + grace;
         while self.context.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(store) = &self.store {
+            // Every Detach is queued by now; a round trip to each session passes it.
+            let _ = tokio::time::timeout(grace, self.context.registry.send(FlushSessions)).await;
+            store.close().await;
         }
     }
 }

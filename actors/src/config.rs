@@ -81,6 +81,31 @@ pub struct BrokerConfig {
     pub metrics_log_interval: Duration,
     /// How often `$SYS` topics are published; zero: never.
     pub sys_interval: Duration,
+    /// The durable store; `None`: nothing survives a restart.
+    pub persistence: Option<crate::store::PersistenceConfig>,
+    /// When failed actors are restarted, and when the broker gives up.
+    pub supervision: SupervisionConfig,
+}
+
+/// The `[supervisor]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisionConfig {
+    /// Most restarts within `restart_window`; one more and the broker exits non-zero.
+    pub max_restarts: u32,
+    /// The window `max_restarts` counts over.
+    pub restart_window: Duration,
+    /// Tests may make actors fail on purpose (`Broker::inject_fault`).
+    pub fault_injection: bool,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            max_restarts: 10,
+            restart_window: Duration::from_secs(60),
+            fault_injection: false,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -92,6 +117,8 @@ impl Default for BrokerConfig {
             retained_expiry: None,
             metrics_log_interval: Duration::from_secs(60),
             sys_interval: Duration::from_secs(10),
+            persistence: None,
+            supervision: SupervisionConfig::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod registry;
 pub mod retain;
 pub mod security;
 pub mod session;
+pub mod store;
 pub mod topic;
 
 pub use starling_proto as proto;

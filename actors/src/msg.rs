@@ -8,7 +8,7 @@
 //! `RemoveSubscription`), TopicNode -> Session (`Deliver`), Session -> Registry
 //! (`SessionEnded`), Session -> Connection (`Outbound`, `Kick`).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -79,6 +79,8 @@ pub struct Routed {
     pub msg: Arc<Message>,
     /// `$share/{group}/{filter}` of the shared subscription that chose this session.
     pub shared: Option<Arc<str>>,
+    /// Its message id in the store, when it is stored for this session.
+    pub stored: Option<u64>,
 }
 
 impl std::ops::Deref for Routed {
@@ -275,22 +277,55 @@ pub struct SessionEnded {
 #[rtype(result = "()")]
 pub struct EndSession;
 
-/// Connection -> TopicNode: route a published message to every matching subscriber. The
-/// answer says whether any subscriber matched (MQTT 5 PUBACK 0x10 when none did).
+/// Connection (or Session, for QoS 2) -> TopicNode: route a published message to every
+/// matching subscriber. The answer comes once the message is with every matching session and,
+/// with persistence, durable for every persistent one; it says whether any subscriber matched
+/// (MQTT 5 PUBACK 0x10 when none did).
 #[derive(Debug, Message)]
-#[rtype(result = "bool")]
-pub struct Route(pub Arc<Message>);
+#[rtype(result = "Result<bool, RouteFailed>")]
+pub struct Route {
+    /// The message.
+    pub msg: Arc<Message>,
+    /// A persistent publisher's QoS 2 packet id, stored in the same transaction as the
+    /// message so that a resend after a crash is recognised.
+    pub inbound: Option<(Arc<str>, PacketId)>,
+}
+
+/// The message may not have reached every subscriber or the store: it must not be
+/// acknowledged (the client resends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the message could not be routed or stored")]
+pub struct RouteFailed;
 
 /// A session's mailbox accounting, shared with the shard entries of its subscriptions:
 /// deliveries sent to it and not yet handled, and deliveries a shard dropped because too many
 /// were. It bounds the one edge a session's own queue cannot: its actix mailbox (at twice the
 /// queue bound, at least 1 000, so that normally the queue's drop policy decides).
-#[derive(Debug, Default)]
+///
+/// It also tells the shards whose session it is and whether that session is persistent
+/// (its QoS 1/2 deliveries are stored before the publisher is acknowledged).
+#[derive(Debug)]
 pub struct Inbox {
+    /// The session's client id (its key in the store).
+    pub client_id: Arc<str>,
+    /// The session outlives its connection and persistence is on: deliveries are stored.
+    pub durable: AtomicBool,
     /// `Deliver` messages sent and not yet handled.
     pub pending: AtomicUsize,
     /// Deliveries dropped by a shard because `pending` was at the bound.
     pub dropped: AtomicU64,
+}
+
+impl Inbox {
+    /// The inbox of `client_id`'s session, not (yet) durable.
+    pub fn new(client_id: Arc<str>) -> Inbox {
+        Inbox {
+            client_id,
+            durable: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 /// One subscription as a TopicNode keeps it.
@@ -331,6 +366,8 @@ pub struct RouteShared {
     pub group: Arc<str>,
     /// The member that gave it back.
     pub exclude: SessionId,
+    /// Its id in the store, if it was stored.
+    pub stored: Option<u64>,
 }
 
 /// Session -> TopicNode: add (or replace) a subscription.
@@ -370,6 +407,8 @@ pub struct Deliver {
     pub subscription_ids: Vec<u32>,
     /// The shared subscription that chose this session, if any.
     pub shared: Option<Arc<str>>,
+    /// Its id in the store, when the shard stored it for this session.
+    pub stored: Option<u64>,
 }
 
 /// Session -> Connection: packets to write, in order.
@@ -389,6 +428,12 @@ pub struct QuerySession {
     /// The client id.
     pub client_id: String,
 }
+
+/// Anyone -> Registry: resolves once every session has handled what was sent to it before
+/// (shutdown uses it so that departures are recorded before the store closes).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FlushSessions;
 
 /// Registry -> Session: report your state.
 #[derive(Debug, Message)]

@@ -15,11 +15,12 @@ use slog::{debug, o, warn, Logger};
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::msg::{
-    Attach, Attached, EndSession, GetSessionInfo, OpenSession, QuerySession, SessionEnded,
-    SessionId, SessionInfo, SessionUnavailable,
+    Attach, Attached, EndSession, FlushSessions, GetSessionInfo, OpenSession, QuerySession,
+    SessionEnded, SessionId, SessionInfo, SessionUnavailable, Subscriber,
 };
 use crate::security::SecurityManager;
 use crate::session::{Session, SessionShared};
+use crate::store::{Store, StoredSession};
 use crate::topic::Router;
 
 #[derive(Debug)]
@@ -40,32 +41,90 @@ pub struct Registry {
     log: Logger,
 }
 
+/// What the Registry is started with.
+#[derive(Debug)]
+pub struct RegistryParts {
+    /// The shards and retain store.
+    pub router: Router,
+    /// Authorization.
+    pub security: Arc<dyn SecurityManager>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Session limits.
+    pub config: SessionConfig,
+    /// How often offline sessions check their expiry.
+    pub scan_interval: Duration,
+    /// The durable store, when persistence is on.
+    pub store: Option<Store>,
+}
+
 impl Registry {
-    /// Starts the registry; `shared` (all but the registry's own address, which is filled in
-    /// here) goes to every session it starts.
+    /// Starts the registry, with the sessions `recovered` from the store (spread over
+    /// `workers`, their subscriptions registered with the shards before this returns, so
+    /// nothing published afterwards misses them).
     pub fn start(
-        router: Router,
-        security: Arc<dyn SecurityManager>,
-        metrics: Arc<Metrics>,
-        config: SessionConfig,
-        scan_interval: Duration,
+        parts: RegistryParts,
+        recovered: Vec<StoredSession>,
+        workers: &[ArbiterHandle],
         log: &Logger,
     ) -> Addr<Registry> {
         let log = log.new(o!("actor" => "registry"));
-        Registry::create(move |ctx| Registry {
-            sessions: HashMap::new(),
-            next_session_id: 1,
-            shared: SessionShared {
-                registry: ctx.address(),
-                router,
-                security,
-                metrics,
-                config,
-                scan_interval,
-                log: log.clone(),
-            },
-            log,
+        let workers = workers.to_vec();
+        Registry::create(move |ctx| {
+            let mut registry = Registry {
+                sessions: HashMap::new(),
+                next_session_id: 1,
+                shared: SessionShared {
+                    registry: ctx.address(),
+                    router: parts.router,
+                    security: parts.security,
+                    metrics: parts.metrics,
+                    config: parts.config,
+                    scan_interval: parts.scan_interval,
+                    store: parts.store,
+                    log: log.clone(),
+                },
+                log,
+            };
+            for (i, stored) in recovered.into_iter().enumerate() {
+                registry.start_recovered(stored, workers.get(i % workers.len().max(1)));
+            }
+            registry
         })
+    }
+
+    /// Starts a Session rebuilt from the store and registers its subscriptions.
+    fn start_recovered(&mut self, stored: StoredSession, worker: Option<&ArbiterHandle>) {
+        let id = self.next_session_id;
+        self.next_session_id += 1;
+        let client_id = Arc::clone(&stored.client_id);
+        let session = Session::recovered(stored, id, self.shared.clone());
+        let inbox = session.inbox();
+        let subscriptions = session.subscription_list();
+        let addr = match worker {
+            Some(worker) => Session::start_in_arbiter(worker, move |_| session),
+            None => session.start(),
+        };
+        for (filter, options, subscription_id) in subscriptions {
+            let subscriber = Subscriber {
+                inbox: Arc::clone(&inbox),
+                session: addr.clone(),
+                options,
+                subscription_id,
+                online: false,
+            };
+            self.shared.router.subscribe(&filter, id, &subscriber);
+        }
+        debug!(self.log, "session recovered"; "client_id" => &*client_id, "session" => id);
+        // Generation 1: the next attach finds a session that existed (session present).
+        self.sessions.insert(
+            client_id,
+            Entry {
+                id,
+                addr,
+                generation: 1,
+            },
+        );
     }
 }
 
@@ -151,6 +210,21 @@ impl Handler<QuerySession> for Registry {
                 Some(addr) => addr.send(GetSessionInfo).await.ok(),
                 None => None,
             }
+        })
+    }
+}
+
+impl Handler<FlushSessions> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushSessions, _: &mut Self::Context) -> Self::Result {
+        let pending: Vec<_> = self
+            .sessions
+            .values()
+            .map(|entry| entry.addr.send(GetSessionInfo))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(pending).await;
         })
     }
 }

@@ -5,6 +5,11 @@
 //! expire by their MQTT 5 Message Expiry Interval, or else after the configured retained expiry
 //! delay (the Artemis `expiry-delay` for retained messages); expired ones are never delivered
 //! and are purged on every scan.
+//!
+//! With persistence, every change is also sent to the store (except `$SYS` topics, which the
+//! broker republishes anyway), and the store's retained messages are what the RetainStore
+//! starts with. A retained message published with QoS 1/2 is durable before it is
+//! acknowledged: `Retain` answers once the store has committed it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +19,12 @@ use actix::prelude::*;
 use slog::{debug, o, Logger};
 use starling_proto::TopicFilter;
 
-use crate::msg::Message;
+use crate::msg::{Message, RouteFailed};
+use crate::store::{encode_message, Op, Store};
 
-/// Sets or clears the retained message of a topic.
+/// Sets or clears the retained message of a topic; answers once that is durable (QoS 1/2).
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), RouteFailed>")]
 pub struct Retain(pub Arc<Message>);
 
 /// Asks for the retained messages matching each filter.
@@ -47,18 +53,46 @@ pub struct RetainStore {
     /// Expiry for retained messages that carry none; `None` keeps them until replaced.
     default_expiry: Option<Duration>,
     scan_interval: Duration,
+    store: Option<Store>,
     log: Logger,
 }
 
 impl RetainStore {
-    /// An empty store.
-    pub fn new(default_expiry: Option<Duration>, scan_interval: Duration, log: &Logger) -> Self {
-        RetainStore {
+    /// A store holding `recovered` (read back from the durable store at start-up).
+    pub fn new(
+        default_expiry: Option<Duration>,
+        scan_interval: Duration,
+        store: Option<Store>,
+        recovered: Vec<Message>,
+        log: &Logger,
+    ) -> Self {
+        let mut retain = RetainStore {
             messages: HashMap::new(),
             default_expiry,
             scan_interval,
+            store,
             log: log.new(o!("actor" => "retain_store")),
-        }
+        };
+        retain.load(recovered);
+        retain
+    }
+
+    /// Replaces what is held with `messages` (their expiry is already absolute).
+    fn load(&mut self, messages: Vec<Message>) {
+        self.messages = messages
+            .into_iter()
+            .map(|msg| {
+                let topic: Arc<str> = msg.topic.as_str().into();
+                let expires_at = msg.expires_at;
+                (
+                    topic,
+                    Retained {
+                        msg: Arc::new(msg),
+                        expires_at,
+                    },
+                )
+            })
+            .collect();
     }
 }
 
@@ -80,18 +114,49 @@ impl Actor for RetainStore {
 }
 
 impl Handler<Retain> for RetainStore {
-    type Result = ();
+    type Result = ResponseFuture<Result<(), RouteFailed>>;
 
-    fn handle(&mut self, Retain(msg): Retain, _: &mut Self::Context) {
+    fn handle(&mut self, Retain(msg): Retain, _: &mut Self::Context) -> Self::Result {
         let topic: Arc<str> = msg.topic.as_str().into();
-        if msg.payload.is_empty() {
+        let op = if msg.payload.is_empty() {
             self.messages.remove(&topic);
-            return;
-        }
-        let expires_at = msg
-            .expires_at
-            .or_else(|| self.default_expiry.map(|d| Instant::now() + d));
-        self.messages.insert(topic, Retained { msg, expires_at });
+            Op::ClearRetained { topic }
+        } else {
+            let expires_at = msg
+                .expires_at
+                .or_else(|| self.default_expiry.map(|d| Instant::now() + d));
+            // Stored with the expiry it has here, so a restart does not extend it.
+            let message = if expires_at == msg.expires_at {
+                encode_message(&msg)
+            } else {
+                encode_message(&Message {
+                    expires_at,
+                    ..(*msg).clone()
+                })
+            };
+            let durable = msg.qos != starling_proto::QoS::AtMostOnce;
+            self.messages
+                .insert(Arc::clone(&topic), Retained { msg, expires_at });
+            if !durable {
+                if let Some(store) = &self.store {
+                    if !topic.starts_with('$') {
+                        store.send(Op::SetRetained { topic, message });
+                    }
+                }
+                return Box::pin(async { Ok(()) });
+            }
+            Op::SetRetained { topic, message }
+        };
+        let Some(store) = &self.store else {
+            return Box::pin(async { Ok(()) });
+        };
+        let done = store.send_confirmed(op);
+        Box::pin(async move {
+            match done.await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(RouteFailed),
+            }
+        })
     }
 }
 

@@ -22,13 +22,16 @@ use slog::{debug, o, Logger};
 use starling_proto::trie::Trie;
 use starling_proto::{TopicFilter, TopicName};
 
+use actix::dev::{MessageResponse, OneshotSender};
+use starling_proto::QoS;
+
 use crate::metrics::{count, Metrics};
 use crate::msg::{
-    AddSubscription, Deliver, Inbox, Message, RemoveSubscription, Route, RouteShared, SessionId,
-    SharedOnline, Subscriber,
+    AddSubscription, Deliver, Message, RemoveSubscription, Route, RouteFailed, RouteShared,
+    SessionId, SharedOnline, Subscriber,
 };
 use crate::retain::{Retain, RetainStore};
-use crate::session::Session;
+use crate::store::{encode_message, Completion, EntryRecord, Op, Store};
 
 /// Picks the TopicNode shard for a topic or a filter, and knows the RetainStore. Cheap to
 /// clone; every Connection and Session holds one.
@@ -52,22 +55,37 @@ impl Router {
         &self.retain
     }
 
-    /// Publishes a message: routed to its shard, and stored (or cleared) when retained.
+    /// Publishes a message nobody acknowledges (a will, a `$SYS` update): routed to its shard,
+    /// and kept (or cleared) when retained.
     pub fn publish(&self, msg: Arc<Message>) {
         if msg.retain {
             self.retain.do_send(Retain(Arc::clone(&msg)));
         }
-        self.route(Route(msg));
+        self.shard_for_topic(&msg.topic)
+            .do_send(Route { msg, inbound: None });
     }
 
     /// Publishes a message and resolves once its shard has routed it to every matching
-    /// session: what a QoS 1 PUBACK waits for.
-    pub fn publish_confirmed(&self, msg: Arc<Message>) -> actix::dev::Request<TopicNode, Route> {
-        if msg.retain {
-            self.retain.do_send(Retain(Arc::clone(&msg)));
+    /// session and, with persistence, the store has it for every persistent one (and as the
+    /// retained message, when retained): what PUBACK and PUBREC wait for. Both requests are
+    /// queued before this returns, so publishes keep their order.
+    pub fn publish_confirmed(
+        &self,
+        msg: Arc<Message>,
+        inbound: Option<(Arc<str>, starling_proto::PacketId)>,
+    ) -> impl std::future::Future<Output = Result<bool, RouteFailed>> + 'static {
+        let retained = msg
+            .retain
+            .then(|| self.retain.send(Retain(Arc::clone(&msg))));
+        let routed = self
+            .shard_for_topic(&msg.topic)
+            .send(Route { msg, inbound });
+        async move {
+            if let Some(retained) = retained {
+                retained.await.map_err(|_| RouteFailed)??;
+            }
+            routed.await.map_err(|_| RouteFailed)?
         }
-        let shard = self.shard_for_topic(&msg.topic);
-        shard.send(Route(msg))
     }
 
     fn index_of_level(&self, level: &str) -> usize {
@@ -96,11 +114,6 @@ impl Router {
         }
     }
 
-    /// Routes a message to its shard.
-    fn route(&self, route: Route) {
-        self.shard_for_topic(&route.0.topic).do_send(route);
-    }
-
     /// Adds a subscription to every shard that needs it.
     pub fn subscribe(&self, filter: &TopicFilter, session_id: SessionId, subscriber: &Subscriber) {
         for shard in self.shards_for_filter(filter) {
@@ -124,11 +137,18 @@ impl Router {
     }
 
     /// Hands a message back to its shared subscription for another member.
-    pub fn route_shared(&self, msg: Arc<Message>, group: Arc<str>, exclude: SessionId) {
+    pub fn route_shared(
+        &self,
+        msg: Arc<Message>,
+        group: Arc<str>,
+        exclude: SessionId,
+        stored: Option<u64>,
+    ) {
         self.shard_for_topic(&msg.topic).do_send(RouteShared {
             msg,
             group,
             exclude,
+            stored,
         });
     }
 
@@ -160,22 +180,39 @@ impl SubKey {
     }
 }
 
-/// Sends a delivery unless the session already has `limit` unhandled in its mailbox; then it
-/// is dropped and counted, like a full session queue would.
-fn deliver(
-    inbox: &Inbox,
-    session: &Addr<Session>,
-    deliver: Deliver,
-    limit: usize,
-    metrics: &Metrics,
-) {
-    if inbox.pending.load(Ordering::Relaxed) >= limit {
-        inbox.dropped.fetch_add(1, Ordering::Relaxed);
-        count(&metrics.local().dropped_queue_full, 1);
-        return;
+/// A route's answer: now, or once the store has committed the message for the persistent
+/// sessions it matched.
+#[derive(Debug)]
+pub enum RouteOutcome {
+    /// Nothing to wait for.
+    Now(bool),
+    /// Answer when the store completes.
+    Durable(bool, Completion),
+}
+
+impl<A: Actor, M: actix::Message<Result = Result<bool, RouteFailed>>> MessageResponse<A, M>
+    for RouteOutcome
+{
+    fn handle(self, _: &mut A::Context, tx: Option<OneshotSender<M::Result>>) {
+        match self {
+            RouteOutcome::Now(matched) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Ok(matched));
+                }
+            }
+            RouteOutcome::Durable(matched, done) => {
+                actix_rt::spawn(async move {
+                    let result = match done.await {
+                        Ok(Ok(())) => Ok(matched),
+                        _ => Err(RouteFailed),
+                    };
+                    if let Some(tx) = tx {
+                        let _ = tx.send(result);
+                    }
+                });
+            }
+        }
     }
-    inbox.pending.fetch_add(1, Ordering::Relaxed);
-    session.do_send(deliver);
 }
 
 /// One shard of the subscription trie.
@@ -191,6 +228,10 @@ pub struct TopicNode {
     groups: HashMap<Arc<str>, Vec<(SessionId, Subscriber)>>,
     /// Round-robin position per shared subscription.
     next_member: HashMap<Arc<str>, usize>,
+    /// Reused between routes: the deliveries of the message being routed.
+    outgoing: Vec<(Subscriber, Deliver)>,
+    /// Where deliveries to persistent sessions are stored.
+    store: Option<Store>,
     log: Logger,
 }
 
@@ -200,6 +241,7 @@ impl TopicNode {
         shard: usize,
         mailbox_limit: usize,
         metrics: Arc<Metrics>,
+        store: Option<Store>,
         log: &Logger,
     ) -> TopicNode {
         TopicNode {
@@ -209,8 +251,71 @@ impl TopicNode {
             metrics,
             groups: HashMap::new(),
             next_member: HashMap::new(),
+            outgoing: Vec::new(),
+            store,
             log: log.new(o!("actor" => "topic_node", "shard" => shard)),
         }
+    }
+
+    /// Sends the deliveries in `outgoing`. A session with `mailbox_limit` unhandled deliveries
+    /// gets none (dropped and counted, like a full session queue would). QoS 1/2 deliveries to
+    /// persistent sessions are stored first, with `inbound`, in one store operation whose
+    /// completion is returned. `stored` is the message's id if it has one already.
+    fn dispatch(
+        &mut self,
+        msg: &Arc<Message>,
+        inbound: Option<(Arc<str>, starling_proto::PacketId)>,
+        stored: Option<u64>,
+    ) -> Option<Completion> {
+        let limit = self.mailbox_limit;
+        let metrics = &self.metrics;
+        let store = self.store.as_ref();
+        let mut msg_id = stored;
+        let mut entries = Vec::new();
+        self.outgoing.retain_mut(|(sub, d)| {
+            let inbox = &sub.inbox;
+            if inbox.pending.load(Ordering::Relaxed) >= limit {
+                inbox.dropped.fetch_add(1, Ordering::Relaxed);
+                count(&metrics.local().dropped_queue_full, 1);
+                return false;
+            }
+            inbox.pending.fetch_add(1, Ordering::Relaxed);
+            if let Some(store) = store {
+                if d.qos != QoS::AtMostOnce && inbox.durable.load(Ordering::Relaxed) {
+                    let id = *msg_id.get_or_insert_with(|| store.next_msg_id());
+                    let entry = EntryRecord {
+                        qos: d.qos,
+                        retain: d.retain,
+                        subscription_ids: d.subscription_ids.clone(),
+                        shared: d.shared.clone(),
+                        inflight: None,
+                    };
+                    entries.push((Arc::clone(&inbox.client_id), entry.encode()));
+                    d.stored = Some(id);
+                }
+            }
+            true
+        });
+        let completion = match store {
+            Some(store) if !entries.is_empty() || inbound.is_some() => {
+                let message = if entries.is_empty() {
+                    bytes::Bytes::new()
+                } else {
+                    encode_message(msg)
+                };
+                Some(store.send_confirmed(Op::Route {
+                    msg_id: msg_id.unwrap_or(0),
+                    message,
+                    entries,
+                    inbound: inbound.map(|(client, id)| (client, id.get())),
+                }))
+            }
+            _ => None,
+        };
+        for (sub, d) in self.outgoing.drain(..) {
+            sub.session.do_send(d);
+        }
+        completion
     }
 
     /// Picks the member of a shared subscription that gets the next message: round-robin over
@@ -248,6 +353,8 @@ impl TopicNode {
         Some(chosen)
     }
 
+    /// Picks one member of each matching shared subscription (collected in `groups`) and adds
+    /// its delivery to `outgoing`.
     fn deliver_shared(&mut self, msg: &Arc<Message>, exclude: Option<SessionId>) {
         let groups = std::mem::take(&mut self.groups);
         for (group, mut members) in groups {
@@ -261,14 +368,9 @@ impl TopicNode {
                     retain: msg.retain && sub.options.retain_as_published,
                     subscription_ids: sub.subscription_id.into_iter().collect(),
                     shared: Some(group),
+                    stored: None,
                 };
-                deliver(
-                    &sub.inbox,
-                    &sub.session,
-                    d,
-                    self.mailbox_limit,
-                    &self.metrics,
-                );
+                self.outgoing.push((sub.clone(), d));
             }
         }
     }
@@ -323,9 +425,9 @@ impl Handler<SharedOnline> for TopicNode {
 }
 
 impl Handler<Route> for TopicNode {
-    type Result = bool;
+    type Result = RouteOutcome;
 
-    fn handle(&mut self, Route(msg): Route, _: &mut Self::Context) -> bool {
+    fn handle(&mut self, Route { msg, inbound }: Route, _: &mut Self::Context) -> RouteOutcome {
         let pending = &mut self.pending;
         let groups = &mut self.groups;
         self.trie.for_each_match(msg.topic.as_str(), |key, sub| {
@@ -359,25 +461,21 @@ impl Handler<Route> for TopicNode {
                         retain,
                         subscription_ids: sub.subscription_id.into_iter().collect(),
                         shared: None,
+                        stored: None,
                     };
                     e.insert((sub.clone(), deliver));
                 }
             }
         });
         let matched = !pending.is_empty() || !self.groups.is_empty();
-        for (_, (sub, d)) in pending.drain() {
-            deliver(
-                &sub.inbox,
-                &sub.session,
-                d,
-                self.mailbox_limit,
-                &self.metrics,
-            );
-        }
+        self.outgoing.extend(pending.drain().map(|(_, v)| v));
         if !self.groups.is_empty() {
             self.deliver_shared(&msg, None);
         }
-        matched
+        match self.dispatch(&msg, inbound, None) {
+            Some(done) => RouteOutcome::Durable(matched, done),
+            None => RouteOutcome::Now(matched),
+        }
     }
 }
 
@@ -396,5 +494,7 @@ impl Handler<RouteShared> for TopicNode {
                 }
             });
         self.deliver_shared(&msg.msg, Some(msg.exclude));
+        // Nobody acknowledges a hand-back: the store completes on its own.
+        let _ = self.dispatch(&msg.msg, None, msg.stored);
     }
 }

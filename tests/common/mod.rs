@@ -5,6 +5,7 @@
 //! (e.g. `trace`) to see the broker's logs while debugging a test.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod daemon;
 pub mod pki;
 pub mod raw;
 
@@ -26,7 +27,9 @@ pub struct TestBroker {
     /// The broker's log records, when started with `start_captured`.
     pub logs: Option<LogCapture>,
     _log_guard: Option<starling::logging::Logging>,
-    _settings_file: tempfile::NamedTempFile,
+    settings_files: Vec<tempfile::NamedTempFile>,
+    /// The broker's `[persistence] dir` (a fresh directory unless the test's TOML sets one).
+    pub data_dir: tempfile::TempDir,
 }
 
 /// Log output captured in memory (JSON lines when `[logging] format = "json"`).
@@ -120,12 +123,15 @@ impl TestBroker {
             "[core]\nworkers = 2\nmqtt_session_scan_interval = 200\n{extra}\n\n\
              [[acceptors]]\nname = \"test\"\nurl = \"tcp://127.0.0.1:0?protocols=MQTT{params}\"\n"
         );
-        let mut file = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("temp settings file");
-        file.write_all(toml.as_bytes()).expect("write settings");
-        let settings = Settings::load_with_env(&[file.path().to_path_buf()], None)
+        // Every broker gets its own store directory, in a layer under the test's own TOML.
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let base = settings_file(&format!(
+            "[persistence]\ndir = {:?}\n",
+            data_dir.path().display().to_string()
+        ));
+        let file = settings_file(&toml);
+        let settings_files = vec![base, file];
+        let settings = load_settings(&settings_files)
             .unwrap_or_else(|e| panic!("test settings invalid: {e}\n{toml}"));
         let (log, logs, guard) = if capture {
             let capture = LogCapture::default();
@@ -146,8 +152,19 @@ impl TestBroker {
             addr,
             logs,
             _log_guard: guard,
-            _settings_file: file,
+            settings_files,
+            data_dir,
         }
+    }
+
+    /// Stops the broker gracefully and starts it again on the same settings and store (on a
+    /// new port).
+    pub fn restart(&mut self) {
+        self.stop();
+        let settings = load_settings(&self.settings_files).expect("settings still valid");
+        let server = starling::start(settings, test_logger()).expect("broker restarts");
+        self.addr = server.local_addr("test").expect("test acceptor bound");
+        self.server = Some(server);
     }
 
     /// A snapshot of a session, or `None` when the broker has no session for `client_id`.
@@ -172,6 +189,22 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn settings_file(toml: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp settings file");
+    file.write_all(toml.as_bytes()).expect("write settings");
+    file
+}
+
+fn load_settings(
+    files: &[tempfile::NamedTempFile],
+) -> Result<Settings, starling::settings::SettingsError> {
+    let paths: Vec<_> = files.iter().map(|f| f.path().to_path_buf()).collect();
+    Settings::load_with_env(&paths, None)
 }
 
 fn test_logger() -> Logger {

@@ -138,6 +138,10 @@ pub struct Outbound<M> {
     inflight: VecDeque<Inflight<M>>,
     next_id: u16,
     drops: DropCounts,
+    /// Whether dropped messages are kept for `take_dropped` (a durable session removes them
+    /// from its store).
+    keep_dropped: bool,
+    dropped: Vec<M>,
 }
 
 impl<M: Clone> Outbound<M> {
@@ -151,7 +155,55 @@ impl<M: Clone> Outbound<M> {
             inflight: VecDeque::new(),
             next_id: 1,
             drops: DropCounts::default(),
+            keep_dropped: false,
+            dropped: Vec::new(),
         }
+    }
+
+    /// Keep the messages the queue drops (queue full, expired) for `take_dropped`, or not.
+    pub fn set_keep_dropped(&mut self, keep: bool) {
+        self.keep_dropped = keep;
+        if !keep {
+            self.dropped = Vec::new();
+        }
+    }
+
+    /// The messages dropped since the last call (only while `set_keep_dropped(true)`).
+    pub fn take_dropped(&mut self) -> Vec<M> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    fn note_dropped(&mut self, delivery: Delivery<M>) {
+        if self.keep_dropped {
+            self.dropped.push(delivery.msg);
+        }
+    }
+
+    /// Puts back a delivery recovered from durable storage: in flight with its packet id and
+    /// state, or (`None`) at the back of the queue, whatever the bounds (it was accepted
+    /// before). Call in the original order.
+    pub fn restore(&mut self, delivery: Delivery<M>, inflight: Option<(PacketId, InflightState)>) {
+        match inflight {
+            Some((id, state)) => {
+                self.next_id = id.get().checked_add(1).unwrap_or(1);
+                self.inflight.push_back(Inflight {
+                    id,
+                    state,
+                    delivery,
+                });
+            }
+            None => {
+                self.queued_bytes += delivery.size;
+                self.queue.push_back(delivery);
+            }
+        }
+    }
+
+    /// Every in-flight delivery with its packet id and state, oldest first.
+    pub fn inflight_entries(
+        &self,
+    ) -> impl Iterator<Item = (&Delivery<M>, PacketId, InflightState)> {
+        self.inflight.iter().map(|f| (&f.delivery, f.id, f.state))
     }
 
     /// Sets the in-flight window: min(the client's Receive Maximum, the broker's limit).
@@ -209,6 +261,7 @@ impl<M: Clone> Outbound<M> {
                     Some(old) => {
                         self.queued_bytes -= old.size;
                         self.drops.queue_full += 1;
+                        self.note_dropped(old);
                     }
                     None => {
                         // A single message larger than the byte bound never fits.
@@ -260,6 +313,7 @@ impl<M: Clone> Outbound<M> {
                 if let Some(expired) = self.queue.pop_front() {
                     self.queued_bytes -= expired.size;
                     self.drops.expired += 1;
+                    self.note_dropped(expired);
                 }
                 continue;
             }
@@ -314,47 +368,53 @@ impl<M: Clone> Outbound<M> {
         self.inflight.iter().position(|f| f.id == id)
     }
 
-    /// PUBACK for a QoS 1 message: it is done.
-    pub fn puback(&mut self, id: PacketId) -> Result<(), AckError> {
+    /// Removes the in-flight entry at `i`, returning its delivery.
+    fn complete(&mut self, i: usize) -> Result<Delivery<M>, AckError> {
+        self.inflight
+            .remove(i)
+            .map(|f| f.delivery)
+            .ok_or(AckError::NotFound)
+    }
+
+    /// PUBACK for a QoS 1 message: it is done; returns it.
+    pub fn puback(&mut self, id: PacketId) -> Result<Delivery<M>, AckError> {
         let i = self.position(id).ok_or(AckError::NotFound)?;
         if self.inflight[i].state != InflightState::AwaitingPubAck {
             return Err(AckError::WrongState);
         }
-        self.inflight.remove(i);
-        Ok(())
+        self.complete(i)
     }
 
     /// PUBREC for a QoS 2 message: the caller sends PUBREL (also for a repeated PUBREC).
-    pub fn pubrec(&mut self, id: PacketId) -> Result<(), AckError> {
+    /// Returns the message, now awaiting PUBCOMP.
+    pub fn pubrec(&mut self, id: PacketId) -> Result<&Delivery<M>, AckError> {
         let i = self.position(id).ok_or(AckError::NotFound)?;
         let entry = &mut self.inflight[i];
         match entry.state {
             InflightState::AwaitingPubRec | InflightState::AwaitingPubComp => {
                 entry.state = InflightState::AwaitingPubComp;
-                Ok(())
+                Ok(&entry.delivery)
             }
             InflightState::AwaitingPubAck => Err(AckError::WrongState),
         }
     }
 
     /// PUBREC with a failure reason (MQTT 5): the message is done, no PUBREL follows.
-    pub fn pubrec_failed(&mut self, id: PacketId) -> Result<(), AckError> {
+    pub fn pubrec_failed(&mut self, id: PacketId) -> Result<Delivery<M>, AckError> {
         let i = self.position(id).ok_or(AckError::NotFound)?;
         if self.inflight[i].state != InflightState::AwaitingPubRec {
             return Err(AckError::WrongState);
         }
-        self.inflight.remove(i);
-        Ok(())
+        self.complete(i)
     }
 
-    /// PUBCOMP for a QoS 2 message: it is done.
-    pub fn pubcomp(&mut self, id: PacketId) -> Result<(), AckError> {
+    /// PUBCOMP for a QoS 2 message: it is done; returns it.
+    pub fn pubcomp(&mut self, id: PacketId) -> Result<Delivery<M>, AckError> {
         let i = self.position(id).ok_or(AckError::NotFound)?;
         if self.inflight[i].state != InflightState::AwaitingPubComp {
             return Err(AckError::WrongState);
         }
-        self.inflight.remove(i);
-        Ok(())
+        self.complete(i)
     }
 
     /// Removes and returns the deliveries for which `pred` holds: queued ones, and QoS 1 ones in

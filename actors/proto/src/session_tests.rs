@@ -40,7 +40,7 @@ fn the_window_bounds_messages_in_flight_and_acks_open_it() {
     assert_eq!(sent_msg(out.next_send(now)), (0, Some(id(1)), false));
     assert_eq!(sent_msg(out.next_send(now)), (1, Some(id(2)), false));
     assert_eq!(out.next_send(now), None, "window of 2 is full");
-    assert_eq!(out.puback(id(1)), Ok(()));
+    assert_eq!(out.puback(id(1)).map(|d| d.msg), Ok(0));
     assert_eq!(sent_msg(out.next_send(now)), (2, Some(id(3)), false));
     assert_eq!(out.inflight(), 2);
     assert_eq!(out.queued(), 2);
@@ -78,18 +78,17 @@ fn qos2_goes_through_pubrec_and_pubcomp() {
     out.push(d(1, QoS::ExactlyOnce), true);
     let (_, pid, _) = sent_msg(out.next_send(now));
     let pid = pid.expect("id");
-    assert_eq!(out.pubcomp(pid), Err(AckError::WrongState));
-    assert_eq!(out.puback(pid), Err(AckError::WrongState));
-    assert_eq!(out.pubrec(pid), Ok(()));
-    assert_eq!(
-        out.pubrec(pid),
-        Ok(()),
+    assert_eq!(out.pubcomp(pid).map(|_| ()), Err(AckError::WrongState));
+    assert_eq!(out.puback(pid).map(|_| ()), Err(AckError::WrongState));
+    assert!(out.pubrec(pid).is_ok());
+    assert!(
+        out.pubrec(pid).is_ok(),
         "a repeated PUBREC is answered again"
     );
     assert_eq!(out.replay(), vec![Send::PubRel(pid)]);
-    assert_eq!(out.pubcomp(pid), Ok(()));
+    assert!(out.pubcomp(pid).is_ok());
     assert_eq!(out.inflight(), 0);
-    assert_eq!(out.pubcomp(pid), Err(AckError::NotFound));
+    assert_eq!(out.pubcomp(pid).map(|_| ()), Err(AckError::NotFound));
 }
 
 #[test]
@@ -271,4 +270,48 @@ fn take_where_removes_matching_deliveries_but_not_released_qos2() {
     assert_eq!(out.inflight(), 1);
     assert_eq!(out.queued(), 1);
     assert_eq!(out.queued_bytes(), 10);
+}
+
+#[test]
+fn dropped_messages_are_kept_for_the_store_only_when_asked() {
+    let now = Instant::now();
+    let limits = QueueLimits {
+        max_messages: 1,
+        ..QueueLimits::default()
+    };
+    let mut out = Outbound::new(limits, 1);
+    out.push(d(0, QoS::AtLeastOnce), false);
+    out.push(d(1, QoS::AtLeastOnce), false);
+    assert!(out.take_dropped().is_empty(), "not kept unless asked");
+    out.set_keep_dropped(true);
+    out.push(d(2, QoS::AtLeastOnce), false);
+    let mut expiring = d(3, QoS::AtLeastOnce);
+    expiring.expires_at = Some(now);
+    out.push(expiring, false);
+    assert_eq!(out.take_dropped(), vec![1, 2], "evicted by the queue bound");
+    assert_eq!(out.next_send(now), None, "the expired head is dropped");
+    assert_eq!(out.take_dropped(), vec![3]);
+}
+
+#[test]
+fn restored_deliveries_keep_their_packet_ids_states_and_order() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 10);
+    out.restore(
+        d(0, QoS::ExactlyOnce),
+        Some((id(7), InflightState::AwaitingPubComp)),
+    );
+    out.restore(
+        d(1, QoS::AtLeastOnce),
+        Some((id(9), InflightState::AwaitingPubAck)),
+    );
+    out.restore(d(2, QoS::AtLeastOnce), None);
+    let replay = out.replay();
+    assert_eq!(replay[0], Send::PubRel(id(7)));
+    assert_eq!(sent_msg(Some(replay[1].clone())), (1, Some(id(9)), true));
+    assert_eq!(out.queued(), 1);
+    // New packet ids continue after the restored ones.
+    assert_eq!(sent_msg(out.next_send(now)), (2, Some(id(10)), false));
+    let states: Vec<_> = out.inflight_entries().map(|(_, i, s)| (i, s)).collect();
+    assert_eq!(states[0], (id(7), InflightState::AwaitingPubComp));
 }

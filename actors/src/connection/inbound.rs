@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use slog::{debug, info};
+use slog::{debug, info, warn};
 use starling_proto::{
     Auth, DecodeError, Packet, PacketId, Protocol, PubResponse, Publish, QoS, ReasonCode,
 };
@@ -161,16 +161,9 @@ impl Connection {
         let msg = Arc::new(Message::from_publish(publish, origin, Instant::now()));
         self.broker
             .router
-            .publish_confirmed(msg)
+            .publish_confirmed(msg, None)
             .into_actor(self)
-            .map(move |matched, act, _| {
-                // MQTT 5: "No matching subscribers" is still a success, and more informative.
-                let reason = match matched {
-                    Ok(false) => ReasonCode::NO_MATCHING_SUBSCRIBERS,
-                    _ => ReasonCode::SUCCESS,
-                };
-                act.routed(id, reason)
-            })
+            .map(move |matched, act, ctx| act.qos1_routed(id, matched, ctx))
             .spawn(ctx);
     }
 
@@ -274,6 +267,25 @@ impl Connection {
         }
     }
 
+    /// A QoS 1 publish was routed (and stored): acknowledge it. If it could not be, it is not
+    /// acknowledged: the connection closes and the client resends it ([MQTT-4.4.0-1]).
+    fn qos1_routed(
+        &mut self,
+        id: PacketId,
+        matched: Result<bool, crate::msg::RouteFailed>,
+        ctx: &mut Context<Self>,
+    ) {
+        match matched {
+            // MQTT 5: "No matching subscribers" is still a success, and more telling.
+            Ok(false) => self.routed(id, ReasonCode::NO_MATCHING_SUBSCRIBERS),
+            Ok(true) => self.routed(id, ReasonCode::SUCCESS),
+            Err(e) => {
+                warn!(self.log, "publish not acknowledged"; "error" => %e);
+                self.close(Some(ReasonCode::UNSPECIFIED_ERROR), ctx);
+            }
+        }
+    }
+
     /// A QoS 1 publish was routed: acknowledge it and any routed ones queued behind it.
     fn routed(&mut self, id: PacketId, reason: ReasonCode) {
         if let Some(entry) = self
@@ -307,18 +319,13 @@ impl Connection {
         self.routes_pending += 1;
         self.broker
             .router
-            .publish_confirmed(msg)
+            .publish_confirmed(msg, None)
             .into_actor(self)
-            .map(move |matched, act, _| {
+            .map(move |matched, act, ctx| {
                 act.routes_pending = act.routes_pending.saturating_sub(1);
                 act.wake_io();
                 if let Some(id) = ack {
-                    // MQTT 5: "No matching subscribers" is still a success, and more telling.
-                    let reason = match matched {
-                        Ok(false) => ReasonCode::NO_MATCHING_SUBSCRIBERS,
-                        _ => ReasonCode::SUCCESS,
-                    };
-                    act.routed(id, reason);
+                    act.qos1_routed(id, matched, ctx);
                 }
             })
             .spawn(ctx);

@@ -355,9 +355,10 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // Detach first: a shutdown that sees the count reach 0 knows every Detach is queued.
+        self.detach();
         self.broker.connections.fetch_sub(1, Ordering::Relaxed);
         gauge(&self.broker.metrics.local().connections, -1);
-        self.detach();
         debug!(self.log, "connection closed");
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use slog::{debug, warn};
-use starling_proto::session::{AckError, Delivery, Send};
+use starling_proto::session::{AckError, Delivery, InflightState, Send};
 use starling_proto::{encoded_len, Packet, Protocol, PubResponse, Publish, ReasonCode};
 
 use super::Session;
@@ -37,12 +37,26 @@ impl Session {
             let Some(send) = self.out.next_send(now) else {
                 break;
             };
+            if let Send::Publish {
+                delivery,
+                packet_id: Some(id),
+                ..
+            } = &send
+            {
+                let state = if delivery.qos == starling_proto::QoS::ExactlyOnce {
+                    InflightState::AwaitingPubRec
+                } else {
+                    InflightState::AwaitingPubAck
+                };
+                self.store_progress(delivery, Some((*id, state)));
+            }
             let packet = self.to_packet(send, protocol, now);
             self.in_transit += outbound_weight(&packet);
             if let Some(link) = &self.link {
                 link.addr.do_send(Outbound(packet));
             }
         }
+        self.release_dropped();
         self.report();
     }
 
@@ -93,16 +107,21 @@ impl Session {
     pub(super) fn deliver(&mut self, delivery: Delivery<Routed>, bounded: bool) {
         if self.too_large_for_client(&delivery) {
             self.dropped_too_large += 1;
+            self.release_stored(&delivery.msg);
             self.note_drop();
             return;
         }
         let online = self.link.is_some();
+        let stored = delivery.msg.stored.map(|_| delivery.msg.clone());
         let queued = if bounded {
             self.out.push(delivery, online)
         } else {
             self.out.push_unbounded(delivery)
         };
         if !queued {
+            if let Some(routed) = stored {
+                self.release_stored(&routed);
+            }
             self.note_drop();
         }
         self.pump();
@@ -183,6 +202,7 @@ impl Handler<Deliver> for Session {
             msg: Routed {
                 msg: msg.msg,
                 shared: msg.shared,
+                stored: msg.stored,
             },
             qos: msg.qos,
             retain: msg.retain,
@@ -210,22 +230,43 @@ impl Handler<ClientAck> for Session {
         if !self.is_current(msg.conn_id) {
             return;
         }
+        let done = |act: &mut Session, r: Result<Delivery<Routed>, AckError>| {
+            r.map(|delivery| act.release_stored(&delivery.msg))
+        };
         let result = match &msg.ack {
-            Packet::PubAck(ack) => self.out.puback(ack.packet_id),
+            Packet::PubAck(ack) => {
+                let r = self.out.puback(ack.packet_id);
+                done(self, r)
+            }
             Packet::PubRec(rec) if rec.reason.is_success() => {
-                let result = self.out.pubrec(rec.packet_id);
-                let mut rel = PubResponse::success(rec.packet_id);
-                if result == Err(AckError::NotFound) {
+                let id = rec.packet_id;
+                let result = self.out.pubrec(id).map(|d| {
+                    d.msg
+                        .stored
+                        .map(|_| (d.clone(), InflightState::AwaitingPubComp))
+                });
+                let mut rel = PubResponse::success(id);
+                if result.as_ref().err() == Some(&AckError::NotFound) {
                     rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
                 }
-                if result != Err(AckError::WrongState) {
+                if result.as_ref().err() != Some(&AckError::WrongState) {
                     self.send_control(Packet::PubRel(rel));
                 }
-                result
+                result.map(|progress| {
+                    if let Some((delivery, state)) = progress {
+                        self.store_progress(&delivery, Some((id, state)));
+                    }
+                })
             }
             // MQTT 5: a PUBREC with a failure code ends the exchange ([MQTT-4.3.3-4]).
-            Packet::PubRec(rec) => self.out.pubrec_failed(rec.packet_id),
-            Packet::PubComp(comp) => self.out.pubcomp(comp.packet_id),
+            Packet::PubRec(rec) => {
+                let r = self.out.pubrec_failed(rec.packet_id);
+                done(self, r)
+            }
+            Packet::PubComp(comp) => {
+                let r = self.out.pubcomp(comp.packet_id);
+                done(self, r)
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -246,30 +287,67 @@ impl Session {
 impl Handler<InboundQos2> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: InboundQos2, _: &mut Self::Context) {
+    fn handle(&mut self, msg: InboundQos2, ctx: &mut Self::Context) {
         if !self.is_current(msg.conn_id) {
             return;
         }
         let Some(id) = msg.publish.packet_id else {
             return;
         };
-        if !self.inbound_qos2.contains(&id) {
-            // [MQTT-3.3.4-9]: more unreleased QoS 2 publishes than the broker's Receive
-            // Maximum is a protocol violation.
-            if self.inbound_qos2.len() >= usize::from(self.inbound_maximum) {
-                if let Some(link) = &self.link {
-                    link.addr
-                        .do_send(Kick(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
-                }
-                return;
+        if self.inbound_qos2.contains(&id) {
+            // A resend of an unreleased id is acknowledged again, not routed twice
+            // ([MQTT-4.3.3-10]); if its route is still under way, its PUBREC follows.
+            if !self.pending_pubrecs.iter().any(|(p, _)| *p == id) {
+                self.send_control(Packet::PubRec(PubResponse::success(id)));
             }
-            self.inbound_qos2.insert(id);
-            let message = Message::from_publish(msg.publish, Some(self.id), Instant::now());
-            self.router.publish(Arc::new(message));
+            return;
         }
-        // A resend of an unreleased id is acknowledged again, not routed twice
-        // ([MQTT-4.3.3-10]).
-        self.send_control(Packet::PubRec(PubResponse::success(id)));
+        // [MQTT-3.3.4-9]: more unreleased QoS 2 publishes than the broker's Receive Maximum
+        // is a protocol violation.
+        if self.inbound_qos2.len() >= usize::from(self.inbound_maximum) {
+            if let Some(link) = &self.link {
+                link.addr
+                    .do_send(Kick(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+            }
+            return;
+        }
+        self.inbound_qos2.insert(id);
+        self.pending_pubrecs.push_back((id, false));
+        let message = Message::from_publish(msg.publish, Some(self.id), Instant::now());
+        // A persistent session's packet id is stored with the message, in one transaction.
+        let inbound = self.is_durable().then(|| (Arc::clone(&self.client_id), id));
+        let conn_id = msg.conn_id;
+        self.router
+            .publish_confirmed(Arc::new(message), inbound)
+            .into_actor(self)
+            .map(move |result, act, _| act.qos2_routed(id, conn_id, result.is_ok()))
+            .spawn(ctx);
+    }
+}
+
+impl Session {
+    /// An inbound QoS 2 publish is routed (and stored): PUBREC goes out, in arrival order.
+    /// If it could not be, the client is disconnected without PUBREC and resends it.
+    fn qos2_routed(&mut self, id: starling_proto::PacketId, conn_id: u64, ok: bool) {
+        if !ok {
+            self.inbound_qos2.remove(&id);
+            self.pending_pubrecs.retain(|(p, _)| *p != id);
+            warn!(
+                self.log,
+                "inbound QoS 2 message not routed; disconnecting the client"
+            );
+            if let Some(link) = self.link.as_ref().filter(|l| l.conn_id == conn_id) {
+                link.addr.do_send(Kick(ReasonCode::UNSPECIFIED_ERROR));
+            }
+            return;
+        }
+        if let Some(entry) = self.pending_pubrecs.iter_mut().find(|(p, _)| *p == id) {
+            entry.1 = true;
+        }
+        while let Some(&(id, true)) = self.pending_pubrecs.front() {
+            self.pending_pubrecs.pop_front();
+            self.send_control(Packet::PubRec(PubResponse::success(id)));
+        }
     }
 }
 
@@ -281,6 +359,14 @@ impl Handler<InboundPubRel> for Session {
             return;
         }
         let known = self.inbound_qos2.remove(&msg.packet_id);
+        if known && self.is_durable() {
+            if let Some(store) = &self.store {
+                store.send(crate::store::Op::DeleteInbound {
+                    client: Arc::clone(&self.client_id),
+                    packet_id: msg.packet_id.get(),
+                });
+            }
+        }
         let mut comp = PubResponse::success(msg.packet_id);
         let v5 = self.link.as_ref().is_some_and(|l| l.protocol.is_v5());
         if !known && v5 {

@@ -11,12 +11,14 @@
 //! never lost. Split by responsibility:
 //! - this file: attach, detach, takeover, expiry, the will;
 //! - `delivery`: messages to the client, acknowledgements, flow control, inbound QoS 2;
-//! - `subscriptions`: SUBSCRIBE / UNSUBSCRIBE and retained messages at subscribe time.
+//! - `subscriptions`: SUBSCRIBE / UNSUBSCRIBE and retained messages at subscribe time;
+//! - `persist`: what a persistent session writes to the store, and its rebuilding from it.
 
 mod delivery;
+mod persist;
 mod subscriptions;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,8 @@ pub struct SessionShared {
     pub config: SessionConfig,
     /// How often an offline session checks its expiry.
     pub scan_interval: Duration,
+    /// The durable store, when persistence is on.
+    pub store: Option<crate::store::Store>,
     /// The parent logger.
     pub log: Logger,
 }
@@ -97,8 +101,18 @@ pub struct Session {
     in_transit: usize,
     /// The client's Maximum Packet Size (MQTT 5): larger deliveries are dropped for it.
     max_packet_size: Option<u32>,
-    /// Inbound QoS 2 packet ids routed and not yet released by PUBREL.
+    /// Inbound QoS 2 packet ids routed (or being routed) and not yet released by PUBREL.
     inbound_qos2: HashSet<PacketId>,
+    /// Inbound QoS 2 publishes being routed, in arrival order, and whether their route is
+    /// confirmed: PUBREC goes out in this order once it is ([MQTT-4.6.0-3]).
+    pending_pubrecs: VecDeque<(PacketId, bool)>,
+    /// The durable store, when persistence is on.
+    store: Option<crate::store::Store>,
+    /// This session has written to the store (so ending it must remove what it wrote).
+    persisted: bool,
+    /// Rebuilt from the store: on start, it registers nothing (the broker did) but arms its
+    /// expiry and will timers.
+    recovered: bool,
     /// The broker's Receive Maximum for inbound QoS 2.
     inbound_maximum: u16,
     /// The will of the current (or last) connection.
@@ -128,10 +142,12 @@ impl Session {
             metrics,
             config,
             scan_interval,
+            store,
             log,
         } = shared;
         let log = log.new(o!("actor" => "session", "client_id" => client_id.to_string()));
         Session {
+            inbox: Arc::new(Inbox::new(Arc::clone(&client_id))),
             principal: Arc::new(Principal {
                 username: None,
                 client_id: client_id.to_string(),
@@ -143,7 +159,6 @@ impl Session {
             security,
             metrics,
             reported: Reported::default(),
-            inbox: Arc::new(Inbox::default()),
             config,
             scan_interval,
             log,
@@ -154,6 +169,10 @@ impl Session {
             in_transit: 0,
             max_packet_size: None,
             inbound_qos2: HashSet::new(),
+            pending_pubrecs: VecDeque::new(),
+            store,
+            persisted: false,
+            recovered: false,
             inbound_maximum: u16::MAX,
             will: None,
             will_timer: None,
@@ -174,6 +193,7 @@ impl Session {
         self.subscriptions.clear();
         self.out.clear();
         self.inbound_qos2.clear();
+        self.pending_pubrecs.clear();
     }
 
     /// Ends the session: a pending will goes out now ([MQTT-3.1.2-8]: at the latest when the
@@ -191,6 +211,7 @@ impl Session {
             ctx.cancel_future(timer);
         }
         self.clear_state();
+        self.forget_stored();
         self.ended = true;
         self.registry.do_send(SessionEnded {
             client_id: Arc::clone(&self.client_id),
@@ -283,8 +304,14 @@ impl Session {
     fn hand_back_shared(&mut self) {
         for delivery in self.out.take_where(|d| d.msg.shared.is_some()) {
             if let Some(group) = delivery.msg.shared.clone() {
-                self.router
-                    .route_shared(Arc::clone(&delivery.msg.msg), group, self.id);
+                // Ours goes from the store first; the shard stores it for the new member.
+                self.release_stored(&delivery.msg);
+                self.router.route_shared(
+                    Arc::clone(&delivery.msg.msg),
+                    group,
+                    self.id,
+                    delivery.msg.stored,
+                );
             }
         }
     }
@@ -301,6 +328,10 @@ impl Session {
             }
             debug!(self.log, "publishing will"; "topic" => %will.msg.topic);
             self.router.publish(Arc::new(will.msg));
+            // Published: it must not be published again after a restart.
+            if self.link.is_none() && self.is_durable() {
+                self.persist_session();
+            }
         }
     }
 
@@ -327,6 +358,13 @@ impl Actor for Session {
         // The Registry `send`s Attach and relies on it being queued at once, in CONNECT order;
         // deliveries (bounded by the Inbox at far less than this) must never fill the mailbox.
         ctx.set_mailbox_capacity(1 << 20);
+        if std::mem::take(&mut self.recovered) {
+            // Its client is gone (the broker stopped): expiry runs, and a will left pending
+            // by a crash goes out after its delay, as for any connection lost.
+            self.start_expiry_scan(ctx);
+            self.trigger_will(ctx);
+            self.report();
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -369,7 +407,8 @@ impl Handler<Attach> for Session {
         // A session is present when it existed before this CONNECT and the client did not ask
         // for a clean start ([MQTT-3.2.2-2], [MQTT-3.2.2-3]).
         let existed = msg.generation > 1 && !self.ended && !discard;
-        if params.clean_start || self.ended || discard {
+        let cleared = params.clean_start || self.ended || discard;
+        if cleared {
             self.clear_state();
         }
         self.ended = false;
@@ -377,6 +416,7 @@ impl Handler<Attach> for Session {
         self.expiry = params.expiry;
         self.will = params.will;
         self.principal = params.principal;
+        self.attach_store(cleared);
         self.max_packet_size = params.max_packet_size;
         self.inbound_maximum = params.inbound_maximum;
         self.out
@@ -422,6 +462,9 @@ impl Handler<Detach> for Session {
         } else {
             self.offline_since = Some(Instant::now());
             self.start_expiry_scan(ctx);
+            if self.is_durable() {
+                self.persist_session();
+            }
         }
         self.report();
     }

@@ -6,6 +6,9 @@
 //! before any message the new subscription matched. While the RetainStore answers, the session
 //! waits (`ctx.wait`): live deliveries queue in its mailbox and follow the retained ones, so a
 //! subscriber never sees a retained message after a newer live one on the same subscription.
+//!
+//! A persistent session's new subscriptions are durable before SUBACK: the session waits for
+//! the store the same way (deliveries queue behind the wait).
 
 use std::sync::Arc;
 
@@ -17,6 +20,7 @@ use starling_proto::{Packet, QoS, ReasonCode, RetainHandling, SubAck, TopicFilte
 use super::Session;
 use crate::msg::{Routed, SessionSubscribe, SessionUnsubscribe, Subscriber};
 use crate::retain::MatchRetained;
+use crate::store::{subscription_record, Op};
 
 /// A filter whose retained messages are sent after SUBACK.
 struct RetainedRequest {
@@ -47,6 +51,7 @@ impl Handler<SessionSubscribe> for Session {
             .and_then(|p| p.subscription_identifiers.first().copied());
         let mut reasons = Vec::with_capacity(packet.filters.len());
         let mut retained = Vec::new();
+        let mut stored = None;
         for (filter, options) in packet.filters {
             // [MQTT-3.9.3]: a refused filter gets its own failure code; the others are granted.
             if !self.security.authorize_subscribe(&self.principal, &filter) {
@@ -68,6 +73,13 @@ impl Handler<SessionSubscribe> for Session {
                 .insert(filter.clone(), (options, subscription_id))
                 .is_some();
             reasons.push(granted(options.qos));
+            if let (Some(store), true) = (&self.store, self.is_durable()) {
+                stored = Some(store.send_confirmed(Op::PutSubscription {
+                    client: Arc::clone(&self.client_id),
+                    filter: filter.as_str().to_owned(),
+                    record: subscription_record(options, subscription_id),
+                }));
+            }
             // MQTT 5 §4.8.2: retained messages are not sent when a shared subscription is made.
             let send_retained = filter.shared_group().is_none()
                 && match options.retain_handling {
@@ -83,15 +95,35 @@ impl Handler<SessionSubscribe> for Session {
                 });
             }
         }
-        self.send_control(Packet::SubAck(SubAck {
+        let suback = SubAck {
             packet_id: packet.packet_id,
             properties: None,
             reasons,
-        }));
+        };
         self.report();
-        if !retained.is_empty() {
-            self.send_retained(retained, ctx);
-        }
+        let Some(stored) = stored else {
+            self.send_control(Packet::SubAck(suback));
+            if !retained.is_empty() {
+                self.send_retained(retained, ctx);
+            }
+            return;
+        };
+        // The last write's completion covers the earlier ones (commits are in order).
+        ctx.wait(stored.into_actor(self).map(move |result, act, ctx| {
+            let mut suback = suback;
+            if !matches!(result, Ok(Ok(()))) {
+                warn!(act.log, "subscriptions not stored; SUBACK reports failure");
+                for reason in &mut suback.reasons {
+                    if reason.is_success() {
+                        *reason = ReasonCode::UNSPECIFIED_ERROR;
+                    }
+                }
+            }
+            act.send_control(Packet::SubAck(suback));
+            if !retained.is_empty() {
+                act.send_retained(retained, ctx);
+            }
+        }));
     }
 }
 
@@ -116,7 +148,7 @@ impl Session {
                     continue;
                 }
                 // [MQTT-3.3.1-8]: retained messages sent for a new subscription keep RETAIN=1.
-                let delivery = Delivery {
+                let mut delivery = Delivery {
                     qos: msg.qos.min(request.qos),
                     retain: true,
                     subscription_ids: request.subscription_id.into_iter().collect(),
@@ -125,8 +157,10 @@ impl Session {
                     msg: Routed {
                         msg: Arc::clone(&msg),
                         shared: None,
+                        stored: None,
                     },
                 };
+                act.store_own_delivery(&mut delivery);
                 act.deliver(delivery, false);
             }
         }));
@@ -147,6 +181,14 @@ impl Handler<SessionUnsubscribe> for Session {
             .map(|filter| {
                 if self.subscriptions.remove(filter).is_some() {
                     self.router.unsubscribe(filter, self.id);
+                    if self.is_durable() {
+                        if let Some(store) = &self.store {
+                            store.send(Op::DeleteSubscription {
+                                client: Arc::clone(&self.client_id),
+                                filter: filter.as_str().to_owned(),
+                            });
+                        }
+                    }
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::NO_SUBSCRIPTION_EXISTED

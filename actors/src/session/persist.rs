@@ -1,0 +1,225 @@
+//! What a persistent session writes to the store, and how a session is rebuilt from it.
+//!
+//! A session is durable while persistence is on and its expiry is not 0 (it outlives its
+//! connection). Then its own record (expiry, offline time, user name, will) follows every
+//! attach and detach, its subscriptions are stored before SUBACK, and every QoS 1/2 message
+//! it holds has an entry: the shard stores it before the publisher is acknowledged; the
+//! session records when it goes in flight and when PUBREC came, and removes it when it is
+//! acknowledged, dropped or handed to another member of a shared subscription. Operations go
+//! to the store's writer in the order the session sends them, after the shard's.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use starling_proto::session::{Delivery, InflightState};
+use starling_proto::PacketId;
+
+use super::{Session, SessionShared};
+use crate::msg::{Inbox, Routed, SessionId};
+use crate::security::Principal;
+use crate::store::{
+    encode_message, instant_to_unix_ms, session_record, unix_ms_to_instant, EntryRecord, Op,
+    StoredSession,
+};
+
+/// The store entry of a delivery, at `inflight`.
+pub(super) fn entry_record(
+    delivery: &Delivery<Routed>,
+    inflight: Option<(PacketId, InflightState)>,
+) -> EntryRecord {
+    EntryRecord {
+        qos: delivery.qos,
+        retain: delivery.retain,
+        subscription_ids: delivery.subscription_ids.clone(),
+        shared: delivery.msg.shared.clone(),
+        inflight,
+    }
+}
+
+impl Session {
+    /// Persistence is on and the session outlives its connection.
+    pub(super) fn is_durable(&self) -> bool {
+        self.inbox.durable.load(Ordering::Relaxed)
+    }
+
+    fn store_send(&self, op: Op) {
+        if let Some(store) = &self.store {
+            store.send(op);
+        }
+    }
+
+    /// After an attach: a session whose state was cleared, or that no longer outlives its
+    /// connection, loses what it stored; a durable one (re)writes its record.
+    pub(super) fn attach_store(&mut self, cleared: bool) {
+        if self.store.is_none() {
+            return;
+        }
+        let durable = self.expiry != Some(0);
+        if self.persisted && (cleared || !durable) {
+            self.forget_stored();
+        }
+        self.inbox.durable.store(durable, Ordering::Relaxed);
+        self.out.set_keep_dropped(durable);
+        if durable {
+            self.persist_session();
+        }
+    }
+
+    /// Writes the session's own record.
+    pub(super) fn persist_session(&mut self) {
+        let Some(store) = &self.store else { return };
+        let offline_since = self
+            .link
+            .is_none()
+            .then(|| instant_to_unix_ms(Some(self.offline_since.unwrap_or_else(Instant::now))));
+        let record = session_record(
+            self.expiry,
+            offline_since,
+            self.principal.username.clone(),
+            self.will.as_ref(),
+        );
+        store.send(Op::PutSession {
+            client: Arc::clone(&self.client_id),
+            record,
+        });
+        self.persisted = true;
+    }
+
+    /// Removes everything the session stored; it is no longer durable.
+    pub(super) fn forget_stored(&mut self) {
+        if std::mem::take(&mut self.persisted) {
+            self.store_send(Op::DeleteSession {
+                client: Arc::clone(&self.client_id),
+            });
+        }
+        self.inbox.durable.store(false, Ordering::Relaxed);
+        self.out.set_keep_dropped(false);
+    }
+
+    /// The session is done with a stored message.
+    pub(super) fn release_stored(&self, routed: &Routed) {
+        if let Some(msg_id) = routed.stored {
+            self.store_send(Op::DeleteEntry {
+                client: Arc::clone(&self.client_id),
+                msg_id,
+            });
+        }
+    }
+
+    /// Removes the messages the queue dropped from the store.
+    pub(super) fn release_dropped(&mut self) {
+        for routed in self.out.take_dropped() {
+            self.release_stored(&routed);
+        }
+    }
+
+    /// Records where a stored delivery now stands.
+    pub(super) fn store_progress(
+        &self,
+        delivery: &Delivery<Routed>,
+        inflight: Option<(PacketId, InflightState)>,
+    ) {
+        if let Some(msg_id) = delivery.msg.stored {
+            self.store_send(Op::UpdateEntry {
+                client: Arc::clone(&self.client_id),
+                msg_id,
+                entry: entry_record(delivery, inflight).encode(),
+            });
+        }
+    }
+
+    /// Stores a delivery the session made itself (a retained message at subscribe time).
+    pub(super) fn store_own_delivery(&self, delivery: &mut Delivery<Routed>) {
+        let Some(store) = &self.store else { return };
+        if delivery.qos == starling_proto::QoS::AtMostOnce || !self.is_durable() {
+            return;
+        }
+        let msg_id = store.next_msg_id();
+        store.send(Op::AddEntry {
+            client: Arc::clone(&self.client_id),
+            msg_id,
+            message: encode_message(&delivery.msg.msg),
+            entry: entry_record(delivery, None).encode(),
+        });
+        delivery.msg.stored = Some(msg_id);
+    }
+
+    /// Replaces this session's state with `stored` (a Session rebuilt from the store), the
+    /// client offline.
+    pub(super) fn restore(&mut self, stored: StoredSession) {
+        let StoredSession {
+            record,
+            subscriptions,
+            entries,
+            inbound_qos2,
+            ..
+        } = stored;
+        self.expiry = record.expiry;
+        self.offline_since = Some(
+            record
+                .offline_since
+                .and_then(unix_ms_to_instant)
+                .unwrap_or_else(Instant::now),
+        );
+        self.principal = Arc::new(Principal {
+            username: record.username,
+            client_id: self.client_id.to_string(),
+        });
+        self.will = record.will;
+        self.subscriptions = subscriptions
+            .into_iter()
+            .map(|(filter, options, id)| (filter, (options, id)))
+            .collect();
+        self.out.clear();
+        for e in entries {
+            let delivery = Delivery {
+                qos: e.entry.qos,
+                retain: e.entry.retain,
+                subscription_ids: e.entry.subscription_ids.clone(),
+                expires_at: e.msg.expires_at,
+                size: e.msg.payload.len(),
+                msg: Routed {
+                    msg: e.msg,
+                    shared: e.entry.shared.clone(),
+                    stored: Some(e.msg_id),
+                },
+            };
+            self.out.restore(delivery, e.entry.inflight);
+        }
+        self.inbound_qos2 = inbound_qos2.into_iter().collect();
+        self.pending_pubrecs.clear();
+        self.persisted = true;
+        self.inbox.durable.store(true, Ordering::Relaxed);
+        self.out.set_keep_dropped(true);
+    }
+
+    /// A session rebuilt from the store at start-up, its client offline. The caller registers
+    /// its subscriptions (`subscriptions`) with the shards before anything is routed.
+    pub fn recovered(stored: StoredSession, id: SessionId, shared: SessionShared) -> Session {
+        let mut session = Session::new(Arc::clone(&stored.client_id), id, shared);
+        session.restore(stored);
+        session.recovered = true;
+        session.generation = 1;
+        session
+    }
+
+    /// Its mailbox accounting, shared with its subscriptions' shard entries.
+    pub fn inbox(&self) -> Arc<Inbox> {
+        Arc::clone(&self.inbox)
+    }
+
+    /// Its subscriptions: filter, options, identifier.
+    pub fn subscription_list(
+        &self,
+    ) -> Vec<(
+        starling_proto::TopicFilter,
+        starling_proto::SubscriptionOptions,
+        Option<u32>,
+    )> {
+        self.subscriptions
+            .iter()
+            .map(|(f, (o, id))| (f.clone(), *o, *id))
+            .collect()
+    }
+}
