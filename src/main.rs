@@ -1,7 +1,9 @@
 //! The `starling` daemon: command line -> settings -> logging -> `starling::run`.
 //!
 //! Exit codes: 0 after a graceful shutdown (or a valid `--check-config`), 1 when the broker
-//! cannot start (an address in use, ...), 2 when the settings are invalid.
+//! cannot start (an address in use, an unreadable store, ...), 2 when the settings are
+//! invalid, 3 when actors kept failing past the supervisor's restart budget (the service
+//! manager should start the broker afresh).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -141,27 +143,35 @@ fn serve(
     files: &[PathBuf],
     levels: &logging::LogLevels,
     log: &slog::Logger,
-) -> Result<(), starling::StartError> {
+) -> Result<bool, starling::StartError> {
     let server = starling::start(settings, log.clone())?;
+    let broker = server.broker().clone();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| starling::StartError::Thread(e.to_string()))?;
-    runtime.block_on(async {
+    let gave_up = runtime.block_on(async {
         let mut signals = match shutdown::Signals::new() {
             Ok(signals) => signals,
             Err(e) => {
                 slog::error!(log, "cannot install signal handlers; stopping on Ctrl-C only"; "error" => %e);
                 let _ = tokio::signal::ctrl_c().await;
-                return;
+                return false;
             }
         };
         loop {
-            match signals.next().await {
+            let signal = tokio::select! {
+                signal = signals.next() => signal,
+                why = broker.failed() => {
+                    slog::crit!(log, "stopping: the supervisor gave up"; "why" => why);
+                    return true;
+                }
+            };
+            match signal {
                 shutdown::Signal::Stop(name) => {
                     info!(log, "signal received"; "signal" => name);
-                    return;
+                    return false;
                 }
                 shutdown::Signal::Reload => match Settings::load(files) {
                     Err(e) => {
@@ -186,7 +196,7 @@ fn serve(
     });
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     server.stop();
-    Ok(())
+    Ok(gave_up)
 }
 
 /// Under systemd with `WatchdogSec=`, pings the watchdog at half its interval for as long as
@@ -248,7 +258,8 @@ fn main() -> ExitCode {
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
     notify_systemd(&log);
     let code = match serve(settings, &cli.config, &logging.levels, &log) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(3),
         Err(e) => {
             slog::crit!(log, "cannot start"; "error" => %e);
             eprintln!("starling: {e}");

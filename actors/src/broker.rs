@@ -4,10 +4,13 @@
 //! RetainStore and the Registry. A listener, on any thread, calls `BrokerHandle::accept` on the worker arbiter a
 //! socket was moved to; the Connection actor is created there. `Broker::shutdown` tells every
 //! Connection to close (MQTT 5 clients get DISCONNECT 0x8B) and waits for them to go.
+//!
+//! Every long-lived actor is started through the Supervisor (`supervisor`), which restarts it
+//! when it fails; the store is opened first, and what it holds is what the actors start with.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -19,11 +22,12 @@ use crate::config::{BrokerConfig, MqttConfig};
 use crate::connection::Connection;
 use crate::metrics::{Metrics, Reporter};
 use crate::msg::{FlushSessions, QuerySession, SessionInfo};
-use crate::registry::{Registry, RegistryParts};
+use crate::registry::{InjectSessionFault, Registry, RegistryParts};
 use crate::retain::RetainStore;
 use crate::security::{AuthMethods, FailureTracker, SecurityManager};
 use crate::store::{Recovered, Store, StoreError};
-use crate::topic::{Router, TopicNode};
+use crate::supervisor::{InjectFault, Supervision, Supervisor};
+use crate::topic::{Router, ShardParts, TopicNode};
 
 /// Any byte stream a Connection can speak MQTT over: TCP, TLS, WebSocket.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {}
@@ -68,6 +72,10 @@ pub struct BrokerContext {
     pub failures: FailureTracker,
     /// Per-worker counters.
     pub metrics: Arc<Metrics>,
+    /// `[supervisor] fault_injection`.
+    fault_injection: bool,
+    /// Becomes `Some(why)` when the supervisor gives up.
+    failed: watch::Receiver<Option<String>>,
     next_conn_id: AtomicU64,
     /// The root logger.
     pub log: Logger,
@@ -84,7 +92,63 @@ impl BrokerContext {
 #[derive(Debug, Clone)]
 pub struct BrokerHandle(Arc<BrokerContext>);
 
+/// Which actor an injected fault hits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// TopicNode shard number.
+    Shard(usize),
+    /// The RetainStore.
+    RetainStore,
+    /// The Registry.
+    Registry,
+    /// The Session of this client id.
+    Session(String),
+}
+
 impl BrokerHandle {
+    /// Makes an actor fail (tests only): refused unless `[supervisor] fault_injection` is on.
+    pub async fn inject_fault(
+        &self,
+        target: FaultTarget,
+        fault: InjectFault,
+    ) -> Result<(), &'static str> {
+        if !self.0.fault_injection {
+            return Err("fault injection is off ([supervisor] fault_injection)");
+        }
+        let router = &self.0.router;
+        match target {
+            FaultTarget::Shard(i) => router.shard(i).ok_or("no such shard")?.do_send(fault),
+            FaultTarget::RetainStore => router.retain_store().do_send(fault),
+            FaultTarget::Registry => self.0.registry.do_send(fault),
+            FaultTarget::Session(client_id) => {
+                let found = self
+                    .0
+                    .registry
+                    .send(InjectSessionFault { client_id, fault })
+                    .await
+                    .map_err(|_| "registry unavailable")?;
+                if !found {
+                    return Err("no such session");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves with the reason once the supervisor has given up (too many restarts).
+    pub async fn failed(&self) -> String {
+        let mut failed = self.0.failed.clone();
+        loop {
+            if let Some(why) = failed.borrow_and_update().clone() {
+                return why;
+            }
+            if failed.changed().await.is_err() {
+                // The broker is gone without giving up: never resolves.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Starts a Connection actor for `io` on the current arbiter (the worker the socket was
     /// moved to).
     pub fn accept(
@@ -136,6 +200,10 @@ impl Broker {
             None => (None, Recovered::default()),
         };
         let metrics = Metrics::new(workers.len());
+        let supervisor = Supervisor::new(config.supervision, Arc::clone(&metrics), log);
+        let failed = supervisor.failed();
+        let supervision = Supervision::new(supervisor.start());
+        let registry_cell = Arc::new(OnceLock::new());
         for (i, worker) in workers.iter().enumerate() {
             // Before anything else runs there: every actor on the worker counts in its slot.
             worker.spawn(async move { Metrics::enter_worker(i) });
@@ -149,27 +217,32 @@ impl Broker {
             .max_messages
             .saturating_mul(2)
             .max(1000);
+        let shard_parts = ShardParts {
+            mailbox_limit,
+            metrics: Arc::clone(&metrics),
+            store: store.clone(),
+            registry: Arc::clone(&registry_cell),
+        };
         let shards = (0..shard_count)
             .map(|i| {
                 let log = log.clone();
-                let metrics = Arc::clone(&metrics);
-                let store = store.clone();
-                match workers.get(i % workers.len().max(1)) {
-                    Some(arbiter) => TopicNode::start_in_arbiter(arbiter, move |_| {
-                        TopicNode::new(i, mailbox_limit, metrics, store, &log)
-                    }),
-                    None => TopicNode::new(i, mailbox_limit, metrics, store, &log).start(),
-                }
+                let parts = shard_parts.clone();
+                supervision.start(
+                    workers.get(i % workers.len().max(1)),
+                    "topic_node",
+                    i.to_string(),
+                    move |_| TopicNode::new(i, parts, &log),
+                )
             })
             .collect();
-        let retain = RetainStore::new(
+        let retain_store = RetainStore::new(
             config.retained_expiry,
             config.session_scan_interval,
             store.clone(),
             recovered.retained,
             log,
-        )
-        .start();
+        );
+        let retain = supervision.start(None, "retain_store", String::new(), move |_| retain_store);
         let router = Router::new(shards, retain);
         Reporter::new(
             Arc::clone(&metrics),
@@ -187,11 +260,13 @@ impl Broker {
                 config: config.session,
                 scan_interval: config.session_scan_interval,
                 store: store.clone(),
+                supervision,
             },
             recovered.sessions,
             workers,
             log,
         );
+        let _ = registry_cell.set(registry.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         info!(log, "broker actors started"; "topic_shards" => shard_count, "workers" => workers.len());
         Ok(Broker {
@@ -205,6 +280,8 @@ impl Broker {
                 security: security.manager,
                 failures: FailureTracker::new(security.failure_delay),
                 metrics,
+                fault_injection: config.supervision.fault_injection,
+                failed,
                 next_conn_id: AtomicU64::new(1),
                 log: log.new(o!()),
             }),

@@ -34,6 +34,7 @@ pub mod retain;
 pub mod security;
 pub mod session;
 pub mod store;
+pub mod supervisor;
 pub mod topic;
 
 pub use starling_proto as proto;

@@ -53,6 +53,8 @@ pub struct Counters {
     pub dropped_offline_qos0: AtomicU64,
     /// Deliveries dropped for exceeding the client's Maximum Packet Size.
     pub dropped_too_large: AtomicU64,
+    /// Failed actors restarted by the supervisor.
+    pub restarts: AtomicU64,
 }
 
 /// A snapshot of counters, as logged.
@@ -86,6 +88,8 @@ pub struct Snapshot {
     pub dropped_offline_qos0: u64,
     /// See `Counters`.
     pub dropped_too_large: u64,
+    /// See `Counters`.
+    pub restarts: u64,
 }
 
 impl Counters {
@@ -107,6 +111,7 @@ impl Counters {
             dropped_expired: c(&self.dropped_expired),
             dropped_offline_qos0: c(&self.dropped_offline_qos0),
             dropped_too_large: c(&self.dropped_too_large),
+            restarts: c(&self.restarts),
         }
     }
 }
@@ -127,6 +132,7 @@ impl Snapshot {
         self.dropped_expired += other.dropped_expired;
         self.dropped_offline_qos0 += other.dropped_offline_qos0;
         self.dropped_too_large += other.dropped_too_large;
+        self.restarts += other.restarts;
     }
 }
 
@@ -298,6 +304,7 @@ fn log_snapshot(
         "inflight" => s.inflight,
         "queued" => s.queued,
         "dropped_queue_full" => s.dropped_queue_full,
+        "restarts" => s.restarts,
         "dropped_expired" => s.dropped_expired,
         "dropped_offline_qos0" => s.dropped_offline_qos0,
         "dropped_too_large" => s.dropped_too_large,

@@ -382,6 +382,23 @@ pub struct AddSubscription {
     pub subscriber: Subscriber,
 }
 
+/// TopicNode -> Registry: every subscription shard `shard` should hold (a restarted shard
+/// rebuilds its trie from the answer).
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(TopicFilter, SessionId, Subscriber)>")]
+pub struct CollectSubscriptions {
+    /// The shard's number.
+    pub shard: usize,
+}
+
+/// Registry -> Session: your subscriptions that shard `shard` holds.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(TopicFilter, SessionId, Subscriber)>")]
+pub struct SubscriptionsFor {
+    /// The shard's number.
+    pub shard: usize,
+}
+
 /// Session -> TopicNode: remove a subscription.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

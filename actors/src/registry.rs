@@ -10,17 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{debug, o, warn, Logger};
+use slog::{debug, info, o, warn, Logger};
+use starling_proto::TopicFilter;
 
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::msg::{
-    Attach, Attached, EndSession, FlushSessions, GetSessionInfo, OpenSession, QuerySession,
-    SessionEnded, SessionId, SessionInfo, SessionUnavailable, Subscriber,
+    Attach, Attached, CollectSubscriptions, EndSession, FlushSessions, GetSessionInfo, OpenSession,
+    QuerySession, SessionEnded, SessionId, SessionInfo, SessionUnavailable, Subscriber,
+    SubscriptionsFor,
 };
 use crate::security::SecurityManager;
 use crate::session::{Session, SessionShared};
 use crate::store::{Store, StoredSession};
+use crate::supervisor::{inject, InjectFault, Supervision};
 use crate::topic::Router;
 
 #[derive(Debug)]
@@ -38,6 +41,7 @@ pub struct Registry {
     next_session_id: SessionId,
     /// What every session it starts is given.
     shared: SessionShared,
+    supervision: Supervision,
     log: Logger,
 }
 
@@ -56,6 +60,8 @@ pub struct RegistryParts {
     pub scan_interval: Duration,
     /// The durable store, when persistence is on.
     pub store: Option<Store>,
+    /// Starts sessions supervised.
+    pub supervision: Supervision,
 }
 
 impl Registry {
@@ -70,7 +76,8 @@ impl Registry {
     ) -> Addr<Registry> {
         let log = log.new(o!("actor" => "registry"));
         let workers = workers.to_vec();
-        Registry::create(move |ctx| {
+        let supervision = parts.supervision.clone();
+        supervision.start(None, "registry", String::new(), move |ctx| {
             let mut registry = Registry {
                 sessions: HashMap::new(),
                 next_session_id: 1,
@@ -84,6 +91,7 @@ impl Registry {
                     store: parts.store,
                     log: log.clone(),
                 },
+                supervision: parts.supervision,
                 log,
             };
             for (i, stored) in recovered.into_iter().enumerate() {
@@ -101,10 +109,9 @@ impl Registry {
         let session = Session::recovered(stored, id, self.shared.clone());
         let inbox = session.inbox();
         let subscriptions = session.subscription_list();
-        let addr = match worker {
-            Some(worker) => Session::start_in_arbiter(worker, move |_| session),
-            None => session.start(),
-        };
+        let addr = self
+            .supervision
+            .start(worker, "session", client_id.to_string(), move |_| session);
         for (filter, options, subscription_id) in subscriptions {
             let subscriber = Subscriber {
                 inbox: Arc::clone(&inbox),
@@ -149,9 +156,12 @@ impl Handler<OpenSession> for Registry {
                 self.next_session_id += 1;
                 let shared = self.shared.clone();
                 let client_id = Arc::clone(&msg.client_id);
-                let addr = Session::start_in_arbiter(&msg.arbiter, move |_| {
-                    Session::new(client_id, id, shared)
-                });
+                let addr = self.supervision.start(
+                    Some(&msg.arbiter),
+                    "session",
+                    client_id.to_string(),
+                    move |_| Session::new(client_id, id, shared),
+                );
                 debug!(self.log, "session created"; "client_id" => &*msg.client_id, "session" => id);
                 self.sessions
                     .entry(Arc::clone(&msg.client_id))
@@ -176,6 +186,69 @@ impl Handler<OpenSession> for Registry {
                 warn!(log, "session actor unavailable"; "error" => %e);
                 SessionUnavailable
             })
+        })
+    }
+}
+
+impl actix::Supervised for Registry {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // The table is kept (sessions outlive a registry failure); entries whose session is
+        // gone are dropped, so the next CONNECT for them starts afresh.
+        let before = self.sessions.len();
+        self.sessions.retain(|_, entry| entry.addr.connected());
+        info!(self.log, "registry restarted";
+            "sessions" => self.sessions.len(), "dropped" => before - self.sessions.len());
+    }
+}
+
+impl Handler<InjectFault> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, fault: InjectFault, ctx: &mut Self::Context) {
+        inject(fault, ctx);
+    }
+}
+
+/// Anyone -> Registry: make a session fail (tests; see `[supervisor] fault_injection`).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct InjectSessionFault {
+    /// The session's client id.
+    pub client_id: String,
+    /// How it fails.
+    pub fault: InjectFault,
+}
+
+impl Handler<InjectSessionFault> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: InjectSessionFault, _: &mut Self::Context) -> bool {
+        match self.sessions.get(msg.client_id.as_str()) {
+            Some(entry) => {
+                entry.addr.do_send(msg.fault);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<CollectSubscriptions> for Registry {
+    type Result = ResponseFuture<Vec<(TopicFilter, SessionId, Subscriber)>>;
+
+    fn handle(&mut self, msg: CollectSubscriptions, _: &mut Self::Context) -> Self::Result {
+        let pending: Vec<_> = self
+            .sessions
+            .values()
+            .map(|entry| entry.addr.send(SubscriptionsFor { shard: msg.shard }))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(pending)
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .flatten()
+                .collect()
         })
     }
 }

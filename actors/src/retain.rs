@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use slog::{debug, o, Logger};
+use slog::{debug, error, info, o, Logger};
 use starling_proto::TopicFilter;
 
 use crate::msg::{Message, RouteFailed};
 use crate::store::{encode_message, Op, Store};
+use crate::supervisor::{inject, InjectFault};
 
 /// Sets or clears the retained message of a topic; answers once that is durable (QoS 1/2).
 #[derive(Debug, Message)]
@@ -110,6 +111,33 @@ impl Actor for RetainStore {
                 debug!(act.log, "expired retained messages purged"; "count" => purged);
             }
         });
+    }
+}
+
+impl actix::Supervised for RetainStore {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        // With a store, reload from it (after everything sent to it before); without one, the
+        // map is all there is, and it is kept.
+        let Some(store) = self.store.clone() else {
+            info!(self.log, "retain store restarted; messages kept in memory");
+            return;
+        };
+        let load = async move { store.load_retained().await };
+        ctx.wait(load.into_actor(self).map(|answer, act, _| match answer {
+            Ok(messages) => {
+                act.load(messages);
+                info!(act.log, "retain store reloaded"; "messages" => act.messages.len());
+            }
+            Err(e) => error!(act.log, "retain store not reloaded; keeping memory"; "error" => %e),
+        }));
+    }
+}
+
+impl Handler<InjectFault> for RetainStore {
+    type Result = ();
+
+    fn handle(&mut self, fault: InjectFault, ctx: &mut Self::Context) {
+        inject(fault, ctx);
     }
 }
 

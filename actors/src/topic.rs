@@ -10,15 +10,18 @@
 //! in the key; each message goes to one member per group, round-robin over the members whose
 //! client is connected (`SharedOnline`). A member that leaves hands its unacknowledged messages
 //! back (`RouteShared`) and they go to another member.
+//!
+//! A shard that fails is restarted empty and refilled from the Sessions' subscription tables
+//! (the source of truth) before it routes again.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix::prelude::*;
-use slog::{debug, o, Logger};
+use slog::{debug, info, o, warn, Logger};
 use starling_proto::trie::Trie;
 use starling_proto::{TopicFilter, TopicName};
 
@@ -27,11 +30,13 @@ use starling_proto::QoS;
 
 use crate::metrics::{count, Metrics};
 use crate::msg::{
-    AddSubscription, Deliver, Message, RemoveSubscription, Route, RouteFailed, RouteShared,
-    SessionId, SharedOnline, Subscriber,
+    AddSubscription, CollectSubscriptions, Deliver, Message, RemoveSubscription, Route,
+    RouteFailed, RouteShared, SessionId, SharedOnline, Subscriber,
 };
+use crate::registry::Registry;
 use crate::retain::{Retain, RetainStore};
 use crate::store::{encode_message, Completion, EntryRecord, Op, Store};
+use crate::supervisor::{inject, InjectFault, REBUILD_RETRY};
 
 /// Picks the TopicNode shard for a topic or a filter, and knows the RetainStore. Cheap to
 /// clone; every Connection and Session holds one.
@@ -98,6 +103,17 @@ impl Router {
     pub fn shard_for_topic(&self, topic: &TopicName) -> &Addr<TopicNode> {
         let first = topic.as_str().split('/').next().unwrap_or("");
         &self.shards[self.index_of_level(first)]
+    }
+
+    /// Shard `index`, if there is one.
+    pub fn shard(&self, index: usize) -> Option<&Addr<TopicNode>> {
+        self.shards.get(index)
+    }
+
+    /// Whether shard `index` holds subscriptions to `filter`.
+    pub fn filter_in_shard(&self, filter: &TopicFilter, index: usize) -> bool {
+        let first = filter.matching_filter().split('/').next().unwrap_or("");
+        first == "+" || first == "#" || self.index_of_level(first) == index
     }
 
     /// The shards a subscription to `filter` must be added to: one, or all of them when the
@@ -232,29 +248,70 @@ pub struct TopicNode {
     outgoing: Vec<(Subscriber, Deliver)>,
     /// Where deliveries to persistent sessions are stored.
     store: Option<Store>,
+    /// This shard's number.
+    index: usize,
+    /// The Registry (set once it is started), which collects the Sessions' subscriptions
+    /// when this shard is rebuilt after a failure.
+    registry: Arc<OnceLock<Addr<Registry>>>,
     log: Logger,
 }
 
+/// What a shard is started with.
+#[derive(Debug, Clone)]
+pub struct ShardParts {
+    /// Most unhandled deliveries in one session's mailbox.
+    pub mailbox_limit: usize,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The durable store, when persistence is on.
+    pub store: Option<Store>,
+    /// The Registry, once started.
+    pub registry: Arc<OnceLock<Addr<Registry>>>,
+}
+
 impl TopicNode {
-    /// A new, empty shard; a session with `mailbox_limit` unhandled deliveries gets no more.
-    pub fn new(
-        shard: usize,
-        mailbox_limit: usize,
-        metrics: Arc<Metrics>,
-        store: Option<Store>,
-        log: &Logger,
-    ) -> TopicNode {
+    /// A new, empty shard number `index`.
+    pub fn new(index: usize, parts: ShardParts, log: &Logger) -> TopicNode {
         TopicNode {
             trie: Trie::new(),
             pending: HashMap::new(),
-            mailbox_limit: mailbox_limit.max(1),
-            metrics,
+            mailbox_limit: parts.mailbox_limit.max(1),
+            metrics: parts.metrics,
             groups: HashMap::new(),
             next_member: HashMap::new(),
             outgoing: Vec::new(),
-            store,
-            log: log.new(o!("actor" => "topic_node", "shard" => shard)),
+            store: parts.store,
+            index,
+            registry: parts.registry,
+            log: log.new(o!("actor" => "topic_node", "shard" => index)),
         }
+    }
+
+    /// Refills the trie from the Sessions' subscription tables (after a restart). Routes wait
+    /// until it is done (`ctx.wait`), so no message is routed through a half-built trie.
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
+        let Some(registry) = self.registry.get().cloned() else {
+            return;
+        };
+        let query = registry.send(CollectSubscriptions { shard: self.index });
+        ctx.wait(query.into_actor(self).map(|answer, act, ctx| match answer {
+            Ok(subscriptions) => {
+                let count = subscriptions.len();
+                for (filter, session_id, subscriber) in subscriptions {
+                    let key = SubKey::new(&filter, session_id);
+                    act.trie.insert(filter.matching_filter(), key, subscriber);
+                }
+                info!(act.log, "topic shard rebuilt"; "subscriptions" => count);
+            }
+            Err(e) => {
+                warn!(act.log, "cannot rebuild yet; retrying"; "error" => %e);
+                ctx.wait(
+                    actix::clock::sleep(REBUILD_RETRY)
+                        .into_actor(act)
+                        .map(|_, act, ctx| act.rebuild(ctx)),
+                );
+            }
+        }));
     }
 
     /// Sends the deliveries in `outgoing`. A session with `mailbox_limit` unhandled deliveries
@@ -384,6 +441,26 @@ impl Actor for TopicNode {
         // many routes are queued; each publisher's window bounds what it adds.
         ctx.set_mailbox_capacity(4096);
         debug!(self.log, "topic shard started");
+    }
+}
+
+impl actix::Supervised for TopicNode {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        // The trie may be half-updated: start from nothing and ask the Sessions.
+        self.trie = Trie::new();
+        self.pending.clear();
+        self.groups.clear();
+        self.outgoing.clear();
+        self.next_member.clear();
+        self.rebuild(ctx);
+    }
+}
+
+impl Handler<InjectFault> for TopicNode {
+    type Result = ();
+
+    fn handle(&mut self, fault: InjectFault, ctx: &mut Self::Context) {
+        inject(fault, ctx);
     }
 }
 

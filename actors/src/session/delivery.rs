@@ -196,6 +196,11 @@ impl Handler<Deliver> for Session {
             std::sync::atomic::Ordering::Relaxed,
             |n| n.checked_sub(1),
         );
+        if let Some(id) = msg.stored {
+            if !self.restored.is_empty() && self.restored.remove(&id) {
+                return;
+            }
+        }
         let delivery = Delivery {
             size: msg.msg.payload.len(),
             expires_at: msg.msg.expires_at,

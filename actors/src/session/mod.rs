@@ -113,6 +113,9 @@ pub struct Session {
     /// Rebuilt from the store: on start, it registers nothing (the broker did) but arms its
     /// expiry and will timers.
     recovered: bool,
+    /// Ids of queued messages read back from the store after a failure: a delivery of one of
+    /// them still in the mailbox is a copy of what was restored, and is skipped.
+    restored: HashSet<u64>,
     /// The broker's Receive Maximum for inbound QoS 2.
     inbound_maximum: u16,
     /// The will of the current (or last) connection.
@@ -173,6 +176,7 @@ impl Session {
             store,
             persisted: false,
             recovered: false,
+            restored: HashSet::new(),
             inbound_maximum: u16::MAX,
             will: None,
             will_timer: None,
@@ -413,6 +417,7 @@ impl Handler<Attach> for Session {
         }
         self.ended = false;
         self.offline_since = None;
+        self.restored.clear();
         self.expiry = params.expiry;
         self.will = params.will;
         self.principal = params.principal;

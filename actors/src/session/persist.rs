@@ -7,6 +7,9 @@
 //! session records when it goes in flight and when PUBREC came, and removes it when it is
 //! acknowledged, dropped or handed to another member of a shared subscription. Operations go
 //! to the store's writer in the order the session sends them, after the shard's.
+//!
+//! A session that fails is rebuilt here too (`Supervised::restarting`): from the store if it
+//! is durable, else it ends.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,13 +18,18 @@ use std::time::Instant;
 use starling_proto::session::{Delivery, InflightState};
 use starling_proto::PacketId;
 
+use actix::prelude::*;
+use slog::{error, info};
+use starling_proto::ReasonCode;
+
 use super::{Session, SessionShared};
-use crate::msg::{Inbox, Routed, SessionId};
+use crate::msg::{Inbox, Kick, Routed, SessionId, Subscriber, SubscriptionsFor};
 use crate::security::Principal;
 use crate::store::{
     encode_message, instant_to_unix_ms, session_record, unix_ms_to_instant, EntryRecord, Op,
     StoredSession,
 };
+use crate::supervisor::{inject, InjectFault};
 
 /// The store entry of a delivery, at `inflight`.
 pub(super) fn entry_record(
@@ -172,6 +180,7 @@ impl Session {
             .map(|(filter, options, id)| (filter, (options, id)))
             .collect();
         self.out.clear();
+        self.restored.clear();
         for e in entries {
             let delivery = Delivery {
                 qos: e.entry.qos,
@@ -185,10 +194,19 @@ impl Session {
                     stored: Some(e.msg_id),
                 },
             };
+            if e.entry.inflight.is_none() {
+                self.restored.insert(e.msg_id);
+            }
             self.out.restore(delivery, e.entry.inflight);
         }
         self.inbound_qos2 = inbound_qos2.into_iter().collect();
         self.pending_pubrecs.clear();
+        let inflight: Vec<u64> = self
+            .out
+            .inflight_entries()
+            .filter_map(|(d, _, _)| d.msg.stored)
+            .collect();
+        self.restored.extend(inflight);
         self.persisted = true;
         self.inbox.durable.store(true, Ordering::Relaxed);
         self.out.set_keep_dropped(true);
@@ -200,6 +218,8 @@ impl Session {
         let mut session = Session::new(Arc::clone(&stored.client_id), id, shared);
         session.restore(stored);
         session.recovered = true;
+        // Nothing of it can be in flight in a mailbox at start-up.
+        session.restored.clear();
         session.generation = 1;
         session
     }
@@ -221,5 +241,105 @@ impl Session {
             .iter()
             .map(|(f, (o, id))| (f.clone(), *o, *id))
             .collect()
+    }
+}
+
+impl actix::Supervised for Session {
+    /// A failed session: its client is disconnected (it reconnects), and its state is rebuilt
+    /// from the store; a session that stored nothing (clean, or persistence off) cannot be
+    /// rebuilt and ends, as if its connection had been lost.
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        if let Some(link) = self.link.take() {
+            link.addr.do_send(Kick(ReasonCode::UNSPECIFIED_ERROR));
+        }
+        // Timers and spawned work died with the old context.
+        self.will_timer = None;
+        self.expiry_timer = None;
+        self.in_transit = 0;
+        self.pending_pubrecs.clear();
+        for filter in self.subscriptions.keys() {
+            self.router.unsubscribe(filter, self.id);
+        }
+        let store = self.store.clone().filter(|_| self.persisted);
+        let Some(store) = store else {
+            self.subscriptions.clear();
+            // The connection was lost: its will goes out now.
+            self.publish_will();
+            self.end("failed, nothing stored to rebuild it from", ctx);
+            self.report();
+            return;
+        };
+        let client = Arc::clone(&self.client_id);
+        let load = async move { store.load_session(client).await };
+        // Deliveries wait in the mailbox until the state is back.
+        ctx.wait(load.into_actor(self).map(|answer, act, ctx| {
+            match answer {
+                Ok(Some(stored)) => {
+                    act.restore(stored);
+                    act.resubscribe(ctx);
+                    info!(act.log, "session rebuilt from the store";
+                        "subscriptions" => act.subscriptions.len(),
+                        "queued" => act.out.queued(), "inflight" => act.out.inflight());
+                    act.start_expiry_scan(ctx);
+                    act.trigger_will(ctx);
+                }
+                other => {
+                    if let Err(e) = other {
+                        error!(act.log, "session not rebuilt"; "error" => %e);
+                    }
+                    act.subscriptions.clear();
+                    act.end("failed, not in the store", ctx);
+                }
+            }
+            act.report();
+        }));
+    }
+}
+
+impl Session {
+    /// Registers every subscription with the shards again (after a rebuild).
+    fn resubscribe(&self, ctx: &mut Context<Self>) {
+        for (filter, (options, subscription_id)) in &self.subscriptions {
+            let subscriber = Subscriber {
+                inbox: Arc::clone(&self.inbox),
+                session: ctx.address(),
+                options: *options,
+                subscription_id: *subscription_id,
+                online: self.link.is_some(),
+            };
+            self.router.subscribe(filter, self.id, &subscriber);
+        }
+    }
+}
+
+impl Handler<SubscriptionsFor> for Session {
+    type Result = MessageResult<SubscriptionsFor>;
+
+    fn handle(&mut self, msg: SubscriptionsFor, ctx: &mut Self::Context) -> Self::Result {
+        let online = self.link.is_some();
+        let found = self
+            .subscriptions
+            .iter()
+            .filter(|(filter, _)| self.router.filter_in_shard(filter, msg.shard))
+            .map(|(filter, (options, subscription_id))| {
+                let subscriber = Subscriber {
+                    inbox: Arc::clone(&self.inbox),
+                    session: ctx.address(),
+                    options: *options,
+                    subscription_id: *subscription_id,
+                    online,
+                };
+                (filter.clone(), self.id, subscriber)
+            })
+            .collect();
+        MessageResult(found)
+    }
+}
+
+impl Handler<InjectFault> for Session {
+    type Result = ();
+
+    fn handle(&mut self, fault: InjectFault, ctx: &mut Self::Context) {
+        inject(fault, ctx);
     }
 }
