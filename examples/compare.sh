@@ -100,6 +100,9 @@ level = "warning"
 # The same bounds as the Mosquitto configuration below.
 max_queued_messages = 100000
 max_inflight_messages = 64
+[persistence]
+# Clean sessions store nothing; the store still lives in the scratch directory.
+dir = "$WORK/starling-data"
 [[acceptors]]
 name = "bench"
 url = "tcp://127.0.0.1:$PORT?protocols=MQTT"

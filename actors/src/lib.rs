@@ -2,7 +2,8 @@
 //!
 //! A map of the crate, in the order data flows through it:
 //!
-//! - [`broker`]: starts the long-lived actors; `BrokerHandle::accept` turns a socket into a
+//! - [`broker`]: opens the store and starts the long-lived actors (supervised) with what it
+//!   holds; `BrokerHandle::accept` turns a socket into a
 //!   Connection; `Broker::shutdown` closes every connection (MQTT 5: DISCONNECT 0x8B).
 //! - [`connection`]: the Connection actor, one per socket: decode, CONNECT handshake, keep
 //!   alive, topic aliases, inbound QoS 1/2 acknowledgement, encode and batched writes.
@@ -15,6 +16,11 @@
 //! - [`retain`]: the RetainStore actor: last retained message per topic, expiry, matching.
 //! - [`topic`]: TopicNode actors, the subscription trie sharded by first topic level, and the
 //!   `Router` that picks a shard.
+//! - [`store`]: the durable store (redb behind one group-committing writer thread): persistent
+//!   sessions, subscriptions, queued and in-flight messages, inbound QoS 2 ids, retained
+//!   messages; recovery at start-up.
+//! - [`supervisor`]: restarts failed actors in place with their state; the restart budget;
+//!   test-only fault injection.
 //! - [`msg`]: every message exchanged between actors: the contract.
 //! - [`metrics`]: per-worker counters; the reporter logs them and publishes `$SYS` topics.
 //! - [`protocol`]: packet TRACE logging on the `protocol` logger.

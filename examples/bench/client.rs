@@ -57,6 +57,9 @@ pub(crate) struct Target {
     pub(crate) protocol: Protocol,
     /// Local addresses to bind client sockets to, used round robin; empty: the kernel picks.
     pub(crate) source_ips: Vec<IpAddr>,
+    /// Connect with persistent sessions (clean start 0; MQTT 5: session expiry 300 s), so
+    /// that a broker with persistence stores what it queues for them.
+    pub(crate) persistent: bool,
 }
 
 /// One connection: the socket and its buffers.
@@ -282,7 +285,8 @@ fn nz(id: u16) -> NonZeroU16 {
 }
 
 impl Conn {
-    /// Opens a connection and completes CONNECT / CONNACK (clean start, no will).
+    /// Opens a connection and completes CONNECT / CONNACK (clean start unless the target asks
+    /// for persistent sessions, no will).
     pub(crate) async fn connect(
         target: &Target,
         index: usize,
@@ -299,13 +303,18 @@ impl Conn {
         };
         let connect = Packet::Connect(Box::new(Connect {
             protocol: target.protocol,
-            clean_start: true,
+            clean_start: !target.persistent,
             keep_alive,
             client_id: client_id.to_owned(),
             will: None,
             username: None,
             password: None,
-            properties: None,
+            properties: (target.persistent && target.protocol == Protocol::V5).then(|| {
+                Box::new(starling_proto::Properties {
+                    session_expiry_interval: Some(300),
+                    ..starling_proto::Properties::default()
+                })
+            }),
         }));
         conn.send_packet(&connect, deadline).await?;
         loop {

@@ -26,6 +26,7 @@
 //! 3 x `--drain`), `--quiet SECS` (2: a subscriber stops after this long without a message once
 //! sending stopped), `--inflight N` (64: QoS 1/2 window per
 //! publisher), `--threads N` (1: tokio worker threads, so the bench can be pinned with `taskset`),
+//! `--persistent` (clean start 0, so a broker with persistence stores the queued messages),
 //! `--broker-pid PID` (adds the broker's CPU seconds and memory), `--source-ips
 //! 127.0.0.1,127.0.0.2` (bind client sockets round robin to these addresses, to open more than
 //! ~28 000 connections).
@@ -118,6 +119,9 @@ struct Cli {
     /// Local addresses to bind client sockets to, round robin (e.g. 127.0.0.1,127.0.0.2).
     #[arg(long, global = true, value_delimiter = ',')]
     source_ips: Vec<IpAddr>,
+    /// Persistent sessions (clean start 0): what a broker with persistence stores.
+    #[arg(long, global = true)]
+    persistent: bool,
     /// The scenario to run.
     #[command(subcommand)]
     scenario: Scenario,
@@ -347,6 +351,7 @@ fn main() {
             addr,
             protocol,
             source_ips: cli.source_ips.clone(),
+            persistent: cli.persistent,
         },
         shared: Arc::new(Shared {
             run: std::process::id() ^ (payload::now_ns() as u32).rotate_left(16) ^ 0x5b5b_0000,
