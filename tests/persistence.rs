@@ -6,22 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::raw::{connect_with, pid, publish, retained, Raw};
+use common::raw::{pid, publish, retained, Raw};
 use common::*;
-use starling_proto::{Packet, Properties, Protocol, PubResponse, QoS, ReasonCode};
+use starling_proto::{Packet, Protocol, PubResponse, QoS, ReasonCode};
 
 /// A persistent MQTT 5 client (clean start off, session expiry `expiry` seconds).
 async fn persistent(broker: &TestBroker, id: &str, expiry: u32) -> (Raw, bool) {
-    let connect = connect_with(Protocol::V5, id, |c| {
-        c.clean_start = false;
-        c.properties = Some(Box::new(Properties {
-            session_expiry_interval: Some(expiry),
-            ..Properties::default()
-        }));
-    });
-    let (raw, ack) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
-    assert_eq!(ack.code, ReasonCode::SUCCESS);
-    (raw, ack.session_present)
+    Raw::persistent(broker.addr, id, expiry).await
 }
 
 /// Publishes `n` QoS `qos` messages `m0..` to `topic` and waits for every acknowledgement.
@@ -172,22 +163,7 @@ async fn an_inbound_qos2_id_survives_a_restart_so_a_resend_is_not_delivered_twic
 
     let (mut publisher, present) = persistent(&broker, "sender", 300).await;
     assert!(present);
-    let mut resend = publish("once", QoS::ExactlyOnce, Some(42), "exactly");
-    if let Packet::Publish(p) = &mut resend {
-        p.dup = true;
-    }
-    publisher.send_packet(&resend).await;
-    assert_eq!(
-        publisher.recv().await,
-        Some(Packet::PubRec(PubResponse::success(pid(42))))
-    );
-    publisher
-        .send_packet(&Packet::PubRel(PubResponse::success(pid(42))))
-        .await;
-    assert_eq!(
-        publisher.recv().await,
-        Some(Packet::PubComp(PubResponse::success(pid(42))))
-    );
+    publisher.resend_qos2("once", 42, "exactly").await;
 
     let (mut sub, _) = persistent(&broker, "watcher", 300).await;
     let p = sub.recv_publish().await;

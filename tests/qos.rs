@@ -141,22 +141,7 @@ async fn qos2_publish_resent_on_a_new_connection_is_routed_once() {
 
     let (mut publisher, present) = persistent_v5(&broker, "sender", None).await;
     assert!(present);
-    let mut resend = publish("in", QoS::ExactlyOnce, Some(42), "payload");
-    if let Packet::Publish(p) = &mut resend {
-        p.dup = true;
-    }
-    publisher.send_packet(&resend).await;
-    assert_eq!(
-        publisher.recv().await,
-        Some(Packet::PubRec(PubResponse::success(pid(42))))
-    );
-    publisher
-        .send_packet(&Packet::PubRel(PubResponse::success(pid(42))))
-        .await;
-    assert_eq!(
-        publisher.recv().await,
-        Some(Packet::PubComp(PubResponse::success(pid(42))))
-    );
+    publisher.resend_qos2("in", 42, "payload").await;
 
     assert_eq!(&sub.recv_publish().await.payload[..], b"payload");
     sub.expect_silence(300).await;

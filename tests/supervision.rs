@@ -6,11 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::raw::{connect_with, publish, retained, Raw};
+use common::raw::{publish, retained, Raw};
 use common::*;
 use starling_actors::broker::FaultTarget;
 use starling_actors::supervisor::InjectFault;
-use starling_proto::{Packet, Properties, Protocol, QoS, ReasonCode};
+use starling_proto::{Packet, Protocol, QoS, ReasonCode};
 
 const FAULTS_ON: &str = "[supervisor]\nfault_injection = true\n\n[logging]\nformat = \"json\"\n";
 
@@ -33,16 +33,7 @@ async fn restarted(broker: &TestBroker, kind: &str) -> serde_json::Value {
 }
 
 async fn persistent(broker: &TestBroker, id: &str) -> (Raw, bool) {
-    let connect = connect_with(Protocol::V5, id, |c| {
-        c.clean_start = false;
-        c.properties = Some(Box::new(Properties {
-            session_expiry_interval: Some(300),
-            ..Properties::default()
-        }));
-    });
-    let (raw, ack) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
-    assert_eq!(ack.code, ReasonCode::SUCCESS);
-    (raw, ack.session_present)
+    Raw::persistent(broker.addr, id, 300).await
 }
 
 async fn publish_qos1(broker: &TestBroker, topic: &str, payload: &str) {

@@ -109,6 +109,41 @@ impl Raw {
         }
     }
 
+    /// A persistent MQTT 5 client (clean start 0, session expiry `expiry` s) and its Session
+    /// Present flag.
+    pub async fn persistent(addr: SocketAddr, client_id: &str, expiry: u32) -> (Raw, bool) {
+        let connect = connect_with(Protocol::V5, client_id, |c| {
+            c.clean_start = false;
+            c.properties = Some(Box::new(Properties {
+                session_expiry_interval: Some(expiry),
+                ..Properties::default()
+            }));
+        });
+        let (raw, ack) = Raw::connect(addr, Protocol::V5, &connect).await;
+        assert_eq!(ack.code, ReasonCode::SUCCESS);
+        (raw, ack.session_present)
+    }
+
+    /// Resends QoS 2 PUBLISH `id` with DUP=1 and completes the exchange, checking that the
+    /// broker answers PUBREC and PUBCOMP for that id.
+    pub async fn resend_qos2(&mut self, topic: &str, id: u16, payload: &'static str) {
+        let mut resend = publish(topic, QoS::ExactlyOnce, Some(id), payload);
+        if let Packet::Publish(p) = &mut resend {
+            p.dup = true;
+        }
+        self.send_packet(&resend).await;
+        assert_eq!(
+            self.recv().await,
+            Some(Packet::PubRec(PubResponse::success(pid(id))))
+        );
+        self.send_packet(&Packet::PubRel(PubResponse::success(pid(id))))
+            .await;
+        assert_eq!(
+            self.recv().await,
+            Some(Packet::PubComp(PubResponse::success(pid(id))))
+        );
+    }
+
     /// Writes raw bytes.
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
