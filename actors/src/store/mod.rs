@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slog::Logger;
-use starling_proto::session::InflightState;
-use starling_proto::{PacketId, QoS, SubscriptionOptions, TopicFilter};
+use starling_proto::{PacketId, SubscriptionOptions, TopicFilter};
 use tokio::sync::oneshot;
 
 use crate::msg::{Message, Will};
@@ -201,8 +200,6 @@ type Done = oneshot::Sender<Result<(), StoreError>>;
 enum Request {
     /// Apply, then complete (if asked) after the commit.
     Op(Op, Option<Done>),
-    /// Complete after everything before it is committed.
-    Barrier(Done),
     /// Commit durably, close the file, then complete.
     Close(Done),
 }
@@ -231,18 +228,6 @@ pub struct StoredEntry {
     pub msg: Arc<Message>,
     /// How it is delivered and where it stands.
     pub entry: EntryRecord,
-}
-
-impl StoredEntry {
-    /// Delivery QoS.
-    pub fn qos(&self) -> QoS {
-        self.entry.qos
-    }
-
-    /// In flight: packet id and state.
-    pub fn inflight(&self) -> Option<(PacketId, InflightState)> {
-        self.entry.inflight
-    }
 }
 
 /// Everything found in the store at start-up (expired sessions and messages already removed).
@@ -286,11 +271,6 @@ impl Store {
         ))
     }
 
-    /// The store's file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// A fresh message id (ids grow, so a session's messages are read back in order).
     pub fn next_msg_id(&self) -> u64 {
         self.next_msg_id.fetch_add(1, Ordering::Relaxed)
@@ -309,13 +289,6 @@ impl Store {
         {
             let _ = done.send(Err(self.closed()));
         }
-        rx
-    }
-
-    /// Completes once everything sent before it is committed.
-    pub fn barrier(&self) -> Completion {
-        let (done, rx) = oneshot::channel();
-        let _ = self.tx.send(Request::Barrier(done));
         rx
     }
 

@@ -83,7 +83,7 @@ pub(super) fn open(
         })?;
     let mut txn = db.begin_write().map_err(|e| io(&path, e))?;
     txn.set_quick_repair(true);
-    let (recovered, refcounts, next_id) = recover(&txn, &path).map_err(|e| match e {
+    let (recovered, refcounts, next_id) = recover(&txn).map_err(|e| match e {
         RecoverError::Corrupt(c) => corrupt(&path, c),
         RecoverError::Db(e) => io(&path, e),
     })?;
@@ -113,11 +113,7 @@ fn parse<T>(r: Result<T, Corrupt>) -> Result<T, RecoverError> {
 }
 
 /// Reads the store back, removing expired sessions, expired messages and orphans.
-fn recover(
-    txn: &WriteTransaction,
-    path: &std::path::Path,
-) -> Result<(Recovered, Refcounts, u64), RecoverError> {
-    let _ = path;
+fn recover(txn: &WriteTransaction) -> Result<(Recovered, Refcounts, u64), RecoverError> {
     let now_ms = now_unix_ms();
     let mut sessions_table = txn.open_table(SESSIONS)?;
     let mut subs_table = txn.open_table(SUBSCRIPTIONS)?;
@@ -341,7 +337,6 @@ impl Writer {
                         ops.push(op);
                         waiting.extend(done);
                     }
-                    Request::Barrier(done) => waiting.push(done),
                     Request::Close(done) => {
                         close = Some(done);
                         break;
