@@ -209,3 +209,19 @@ async fn keep_alive_timeout_closes_a_silent_client() {
     raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(1400));
 }
+
+/// [MQTT-3.1.2-24] Keep alive counts from the last packet: a client that pings within its
+/// keep alive stays connected long past one and a half times it.
+#[tokio::test]
+async fn a_client_that_keeps_pinging_is_never_timed_out() {
+    let broker = TestBroker::start(";serverKeepAlive=1", "");
+    let mut raw = Raw::open(broker.addr, Protocol::V5).await;
+    raw.send_packet(&connect_with(Protocol::V5, "pinger", |c| c.keep_alive = 1))
+        .await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        raw.send_packet(&Packet::PingReq).await;
+        assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
+    }
+}

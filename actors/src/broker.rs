@@ -230,7 +230,7 @@ impl Broker {
                 supervision.start(
                     workers.get(i % workers.len().max(1)),
                     "topic_node",
-                    i.to_string(),
+                    i.to_string().into(),
                     move |_| TopicNode::new(i, parts, &log),
                 )
             })
@@ -242,7 +242,7 @@ impl Broker {
             recovered.retained,
             log,
         );
-        let retain = supervision.start(None, "retain_store", String::new(), move |_| retain_store);
+        let retain = supervision.start(None, "retain_store", "".into(), move |_| retain_store);
         let router = Router::new(shards, retain);
         Reporter::new(
             Arc::clone(&metrics),

@@ -16,9 +16,9 @@ use starling_proto::TopicFilter;
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::msg::{
-    Attach, Attached, CollectSubscriptions, EndSession, FlushSessions, GetSessionInfo, OpenSession,
-    QuerySession, SessionEnded, SessionId, SessionInfo, SessionUnavailable, Subscriber,
-    SubscriptionsFor,
+    Attach, Attached, CollectSubscriptions, EndSession, FlushSessions, GetSessionInfo, Inbox,
+    OpenSession, QuerySession, SessionEnded, SessionId, SessionInfo, SessionUnavailable,
+    Subscriber, SubscriptionsFor,
 };
 use crate::security::SecurityManager;
 use crate::session::{Session, SessionShared};
@@ -29,7 +29,8 @@ use crate::topic::Router;
 #[derive(Debug)]
 struct Entry {
     id: SessionId,
-    addr: Addr<Session>,
+    /// The session's address (inside its shared inbox).
+    session: Arc<Inbox>,
     /// Attaches sent to this session so far.
     generation: u64,
 }
@@ -40,7 +41,7 @@ pub struct Registry {
     sessions: HashMap<Arc<str>, Entry>,
     next_session_id: SessionId,
     /// What every session it starts is given.
-    shared: SessionShared,
+    shared: Arc<SessionShared>,
     supervision: Supervision,
     log: Logger,
 }
@@ -77,11 +78,11 @@ impl Registry {
         let log = log.new(o!("actor" => "registry"));
         let workers = workers.to_vec();
         let supervision = parts.supervision.clone();
-        supervision.start(None, "registry", String::new(), move |ctx| {
+        supervision.start(None, "registry", "".into(), move |ctx| {
             let mut registry = Registry {
                 sessions: HashMap::new(),
                 next_session_id: 1,
-                shared: SessionShared {
+                shared: Arc::new(SessionShared {
                     registry: ctx.address(),
                     router: parts.router,
                     security: parts.security,
@@ -90,7 +91,7 @@ impl Registry {
                     scan_interval: parts.scan_interval,
                     store: parts.store,
                     log: log.clone(),
-                },
+                }),
                 supervision: parts.supervision,
                 log,
             };
@@ -106,16 +107,20 @@ impl Registry {
         let id = self.next_session_id;
         self.next_session_id += 1;
         let client_id = Arc::clone(&stored.client_id);
-        let session = Session::recovered(stored, id, self.shared.clone());
-        let inbox = session.inbox();
+        let (addr, mailbox) = Supervision::mailbox();
+        let inbox = Arc::new(Inbox::new(addr, Arc::clone(&client_id)));
+        let session = Session::recovered(stored, Arc::clone(&inbox), id, Arc::clone(&self.shared));
         let subscriptions = session.subscription_list();
-        let addr = self
-            .supervision
-            .start(worker, "session", client_id.to_string(), move |_| session);
+        self.supervision.start_with(
+            mailbox,
+            worker,
+            "session",
+            Arc::clone(&client_id),
+            move |_| session,
+        );
         for (filter, options, subscription_id) in subscriptions {
             let subscriber = Subscriber {
                 inbox: Arc::clone(&inbox),
-                session: addr.clone(),
                 options,
                 subscription_id,
                 online: false,
@@ -128,7 +133,7 @@ impl Registry {
             client_id,
             Entry {
                 id,
-                addr,
+                session: inbox,
                 generation: 1,
             },
         );
@@ -150,24 +155,27 @@ impl Handler<OpenSession> for Registry {
 
     fn handle(&mut self, msg: OpenSession, _: &mut Self::Context) -> Self::Result {
         let entry = match self.sessions.get_mut(&msg.client_id) {
-            Some(entry) if entry.addr.connected() => entry,
+            Some(entry) if entry.session.addr.connected() => entry,
             _ => {
                 let id = self.next_session_id;
                 self.next_session_id += 1;
-                let shared = self.shared.clone();
-                let client_id = Arc::clone(&msg.client_id);
-                let addr = self.supervision.start(
+                let shared = Arc::clone(&self.shared);
+                let (addr, mailbox) = Supervision::mailbox();
+                let inbox = Arc::new(Inbox::new(addr, Arc::clone(&msg.client_id)));
+                let session = Arc::clone(&inbox);
+                self.supervision.start_with(
+                    mailbox,
                     Some(&msg.arbiter),
                     "session",
-                    client_id.to_string(),
-                    move |_| Session::new(client_id, id, shared),
+                    Arc::clone(&msg.client_id),
+                    move |_| Session::new(session, id, shared),
                 );
                 debug!(self.log, "session created"; "client_id" => &*msg.client_id, "session" => id);
                 self.sessions
                     .entry(Arc::clone(&msg.client_id))
                     .insert_entry(Entry {
                         id,
-                        addr,
+                        session: inbox,
                         generation: 0,
                     })
                     .into_mut()
@@ -175,7 +183,7 @@ impl Handler<OpenSession> for Registry {
         };
         entry.generation += 1;
         // `send` enqueues now, in the order CONNECTs reached the registry.
-        let reply = entry.addr.send(Attach {
+        let reply = entry.session.addr.send(Attach {
             link: msg.link,
             params: msg.params,
             generation: entry.generation,
@@ -195,7 +203,8 @@ impl actix::Supervised for Registry {
         // The table is kept (sessions outlive a registry failure); entries whose session is
         // gone are dropped, so the next CONNECT for them starts afresh.
         let before = self.sessions.len();
-        self.sessions.retain(|_, entry| entry.addr.connected());
+        self.sessions
+            .retain(|_, entry| entry.session.addr.connected());
         info!(self.log, "registry restarted";
             "sessions" => self.sessions.len(), "dropped" => before - self.sessions.len());
     }
@@ -225,7 +234,7 @@ impl Handler<InjectSessionFault> for Registry {
     fn handle(&mut self, msg: InjectSessionFault, _: &mut Self::Context) -> bool {
         match self.sessions.get(msg.client_id.as_str()) {
             Some(entry) => {
-                entry.addr.do_send(msg.fault);
+                entry.session.addr.do_send(msg.fault);
                 true
             }
             None => false,
@@ -240,7 +249,12 @@ impl Handler<CollectSubscriptions> for Registry {
         let pending: Vec<_> = self
             .sessions
             .values()
-            .map(|entry| entry.addr.send(SubscriptionsFor { shard: msg.shard }))
+            .map(|entry| {
+                entry
+                    .session
+                    .addr
+                    .send(SubscriptionsFor { shard: msg.shard })
+            })
             .collect();
         Box::pin(async move {
             futures_util::future::join_all(pending)
@@ -265,7 +279,7 @@ impl Handler<SessionEnded> for Registry {
             return;
         }
         if let Some(entry) = self.sessions.remove(&msg.client_id) {
-            entry.addr.do_send(EndSession);
+            entry.session.addr.do_send(EndSession);
         }
     }
 }
@@ -277,7 +291,7 @@ impl Handler<QuerySession> for Registry {
         let addr = self
             .sessions
             .get(msg.client_id.as_str())
-            .map(|entry| entry.addr.clone());
+            .map(|entry| entry.session.addr.clone());
         Box::pin(async move {
             match addr {
                 Some(addr) => addr.send(GetSessionInfo).await.ok(),
@@ -294,7 +308,7 @@ impl Handler<FlushSessions> for Registry {
         let pending: Vec<_> = self
             .sessions
             .values()
-            .map(|entry| entry.addr.send(GetSessionInfo))
+            .map(|entry| entry.session.addr.send(GetSessionInfo))
             .collect();
         Box::pin(async move {
             futures_util::future::join_all(pending).await;

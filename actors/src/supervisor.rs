@@ -128,13 +128,23 @@ impl Handler<Restarted> for Supervisor {
 /// Where a supervised actor reports its restarts, and what it is called there.
 #[derive(Debug, Clone)]
 pub struct Supervision {
-    supervisor: Addr<Supervisor>,
+    /// Shared by every supervised actor: an `Addr` clone would allocate per actor.
+    supervisor: Arc<Addr<Supervisor>>,
 }
 
 impl Supervision {
     /// Reports to `supervisor`.
     pub fn new(supervisor: Addr<Supervisor>) -> Supervision {
-        Supervision { supervisor }
+        Supervision {
+            supervisor: Arc::new(supervisor),
+        }
+    }
+
+    /// An address and the mailbox behind it, for an actor that must know its own address
+    /// before it is started (see `start_with`).
+    pub fn mailbox<A: Actor<Context = Context<A>>>() -> (Addr<A>, Mailbox<A>) {
+        let (tx, rx) = actix::dev::channel::channel(16);
+        (Addr::new(tx), Mailbox(rx))
     }
 
     /// Starts `f`'s actor supervised, on `arbiter` (or the current one).
@@ -142,17 +152,33 @@ impl Supervision {
         &self,
         arbiter: Option<&ArbiterHandle>,
         kind: &'static str,
-        name: String,
+        name: Arc<str>,
         f: F,
     ) -> Addr<A>
     where
         A: actix::Supervised + Actor<Context = Context<A>>,
         F: FnOnce(&mut Context<A>) -> A + Send + 'static,
     {
-        let (tx, rx) = actix::dev::channel::channel(16);
-        let supervisor = self.supervisor.clone();
+        let (addr, mailbox) = Supervision::mailbox();
+        self.start_with(mailbox, arbiter, kind, name, f);
+        addr
+    }
+
+    /// Like `start`, behind a mailbox made beforehand with `mailbox`.
+    pub fn start_with<A, F>(
+        &self,
+        mailbox: Mailbox<A>,
+        arbiter: Option<&ArbiterHandle>,
+        kind: &'static str,
+        name: Arc<str>,
+        f: F,
+    ) where
+        A: actix::Supervised + Actor<Context = Context<A>>,
+        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
+    {
+        let supervisor = Arc::clone(&self.supervisor);
         let run = move || {
-            let mut ctx = Context::with_receiver(rx);
+            let mut ctx = Context::with_receiver(mailbox.0);
             let act = f(&mut ctx);
             let fut = ctx.into_future(act);
             actix_rt::spawn(Supervised {
@@ -169,7 +195,15 @@ impl Supervision {
             }
             None => run(),
         }
-        Addr::new(tx)
+    }
+}
+
+/// The receiving end of an actor's address, before the actor exists.
+pub struct Mailbox<A: Actor>(actix::dev::channel::AddressReceiver<A>);
+
+impl<A: Actor> std::fmt::Debug for Mailbox<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
     }
 }
 
@@ -177,10 +211,11 @@ impl Supervision {
 struct Supervised<A: actix::Supervised + Actor<Context = Context<A>>> {
     fut: ContextFut<A, Context<A>>,
     kind: &'static str,
-    name: String,
+    /// Which one of its kind (a session's client id, a shard's number).
+    name: Arc<str>,
     /// A cause given to `fail`, kept until the actor has stopped.
-    failure: Option<String>,
-    supervisor: Addr<Supervisor>,
+    failure: Option<Box<str>>,
+    supervisor: Arc<Addr<Supervisor>>,
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -202,12 +237,12 @@ impl<A: actix::Supervised + Actor<Context = Context<A>>> Future for Supervised<A
             FAILURE.with(|f| f.borrow_mut().take());
             let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.fut).poll(cx)));
             if let Some(cause) = FAILURE.with(|f| f.borrow_mut().take()) {
-                this.failure = Some(cause);
+                this.failure = Some(cause.into_boxed_str());
             }
             let cause = match polled {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(())) => match this.failure.take() {
-                    Some(cause) => cause,
+                    Some(cause) => cause.into_string(),
                     // A normal stop: done.
                     None => return Poll::Ready(()),
                 },
@@ -215,7 +250,7 @@ impl<A: actix::Supervised + Actor<Context = Context<A>>> Future for Supervised<A
             };
             this.supervisor.do_send(Restarted {
                 kind: this.kind,
-                name: this.name.clone(),
+                name: this.name.to_string(),
                 cause,
             });
             // Nobody holds an address any more: nothing to restart for.

@@ -370,7 +370,7 @@ impl TopicNode {
             _ => None,
         };
         for (sub, d) in self.outgoing.drain(..) {
-            sub.session.do_send(d);
+            sub.inbox.do_send(d);
         }
         completion
     }

@@ -48,8 +48,9 @@ impl Connection {
                 .and_then(|p| p.authentication_data.clone())
                 .unwrap_or_default();
             let (conversation, step) = method.start(&data);
-            self.auth_method = Some(name);
-            self.auth = Some(super::AuthInProgress {
+            let auth = self.auth.get_or_default();
+            auth.method = Some(name);
+            auth.exchange = Some(super::AuthInProgress {
                 conversation,
                 connect: Some(connect),
             });
@@ -67,8 +68,10 @@ impl Connection {
                 self.send_auth(ReasonCode::CONTINUE_AUTHENTICATION, Some(data))
             }
             AuthStep::Success { data, identity } => {
-                let Some(auth) = self.auth.take() else { return };
-                info!(self.log, "authenticated"; "method" => self.auth_method.as_deref(), "identity" => &identity);
+                let Some(auth) = self.auth.get_mut().and_then(|a| a.exchange.take()) else {
+                    return;
+                };
+                info!(self.log, "authenticated"; "method" => self.auth_method(), "identity" => &identity);
                 match auth.connect {
                     Some(connect) => self.open_session(&connect, Some((data, identity)), ctx),
                     // Re-authentication succeeded: AUTH 0x00 with the final data.
@@ -76,8 +79,12 @@ impl Connection {
                 }
             }
             AuthStep::Failure(code) => {
-                let initial = self.auth.take().is_some_and(|a| a.connect.is_some());
-                info!(self.log, "authentication failed"; "method" => self.auth_method.as_deref(), "code" => %code);
+                let initial = self
+                    .auth
+                    .get_mut()
+                    .and_then(|a| a.exchange.take())
+                    .is_some_and(|a| a.connect.is_some());
+                info!(self.log, "authentication failed"; "method" => self.auth_method(), "code" => %code);
                 if initial {
                     self.refuse(code, ctx);
                 } else {
@@ -92,7 +99,7 @@ impl Connection {
         self.send(&Packet::Auth(Auth {
             reason,
             properties: Some(Box::new(Properties {
-                authentication_method: self.auth_method.clone(),
+                authentication_method: self.auth_method().map(str::to_owned),
                 authentication_data: data,
                 ..Properties::default()
             })),
@@ -132,7 +139,7 @@ impl Connection {
         let mut info = ConnectInfo::new(client_id.clone(), connect.protocol, self.peer);
         info.username = connect.username.clone();
         info.password = connect.password.clone();
-        info.certificate_identity = self.certificate_identity.clone();
+        info.certificate_identity = self.auth.get().and_then(|a| a.certificate_identity.clone());
         info.enhanced_identity = auth.as_ref().map(|(_, identity)| identity.clone());
         let principal = match self.broker.security.authenticate(&mut info) {
             Ok(principal) => principal,
@@ -162,7 +169,9 @@ impl Connection {
         self.keep_alive = self.config.effective_keep_alive(connect.keep_alive);
         if self.config.outbound_topic_aliases == super::AliasPolicy::Lru {
             let max = props.and_then(|p| p.topic_alias_maximum).unwrap_or(0);
-            self.outbound_aliases = super::aliases::OutboundAliases::new(max);
+            if max > 0 {
+                *self.outbound_aliases.get_or_default() = super::aliases::OutboundAliases::new(max);
+            }
         }
         self.connect_session_expiry = props.and_then(|p| p.session_expiry_interval);
         let expiry = if connect.protocol.is_v5() {
@@ -180,7 +189,7 @@ impl Connection {
         };
 
         let client_id: Arc<str> = client_id.into();
-        self.log = self.log.new(o!("client_id" => client_id.to_string()));
+        self.log = self.log.new(o!("client_id" => Arc::clone(&client_id)));
         self.client_id = Some(Arc::clone(&client_id));
         self.state = State::Connecting;
         let params = SessionParams {
@@ -224,7 +233,7 @@ impl Connection {
                     Ok(Ok(attached)) => {
                         let mut properties = act.connack_properties(assigned, keep_alive_changed);
                         if let Some((data, _)) = auth {
-                            properties.authentication_method = act.auth_method.clone();
+                            properties.authentication_method = act.auth_method().map(str::to_owned);
                             properties.authentication_data = data;
                         }
                         let properties = if act.protocol().is_v5() && !properties.is_empty() {
@@ -254,7 +263,7 @@ impl Connection {
                             "protocol" => %act.protocol(),
                             "keep_alive" => act.keep_alive,
                             "session_present" => attached.session_present);
-                        act.start_keep_alive(ctx);
+                        act.start_keep_alive();
                     }
                     Ok(Err(_)) | Err(_) => act.refuse(ReasonCode::SERVER_UNAVAILABLE, ctx),
                 }

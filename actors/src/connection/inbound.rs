@@ -134,15 +134,18 @@ impl Connection {
         };
         // Flow control ([MQTT-3.3.4-9]): QoS 1 publishes not yet acknowledged and QoS 2 ones not
         // yet completed may not exceed the broker's Receive Maximum.
-        let new_qos2 = publish.qos == QoS::ExactlyOnce && !self.inbound_qos2.contains(&id);
+        let new_qos2 = publish.qos == QoS::ExactlyOnce
+            && !self.inbound_qos2.get().is_some_and(|ids| ids.contains(&id));
         let quota_needed = publish.qos == QoS::AtLeastOnce || new_qos2;
         let max = usize::from(self.config.receive_maximum.unwrap_or(u16::MAX));
-        if quota_needed && self.inbound_qos1.len() + self.inbound_qos2.len() >= max {
+        if quota_needed
+            && self.inbound_qos1.len() + self.inbound_qos2.get().map_or(0, |ids| ids.len()) >= max
+        {
             self.close(Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED), ctx);
             return;
         }
         if publish.qos == QoS::ExactlyOnce {
-            self.inbound_qos2.insert(id);
+            self.inbound_qos2.get_or_default().insert(id);
             // Counted in the routing window until the session's PUBREC passes back.
             self.routes_pending += 1;
             // The session keeps the id until PUBREL, across reconnects, and answers PUBREC.
@@ -175,8 +178,9 @@ impl Connection {
         let data = props
             .and_then(|p| p.authentication_data.clone())
             .unwrap_or_default();
-        let same_method = method.is_some() && method == self.auth_method.as_deref();
-        let step = match (auth.reason, self.auth.as_mut()) {
+        let same_method = method.is_some() && method == self.auth_method();
+        let exchange = self.auth.get_mut().and_then(|a| a.exchange.as_mut());
+        let step = match (auth.reason, exchange) {
             (ReasonCode::CONTINUE_AUTHENTICATION, Some(exchange)) if same_method => {
                 exchange.conversation.step(&data)
             }
@@ -189,7 +193,7 @@ impl Connection {
                     return;
                 };
                 let (conversation, step) = found.start(&data);
-                self.auth = Some(super::AuthInProgress {
+                self.auth.get_or_default().exchange = Some(super::AuthInProgress {
                     conversation,
                     connect: None,
                 });
@@ -224,12 +228,14 @@ impl Connection {
             return Err(ReasonCode::TOPIC_ALIAS_INVALID);
         }
         if publish.topic.is_empty() {
-            match self.aliases.get(&alias) {
+            match self.aliases.get().and_then(|aliases| aliases.get(&alias)) {
                 Some(topic) => publish.topic = topic.clone(),
                 None => return Err(ReasonCode::PROTOCOL_ERROR),
             }
         } else {
-            self.aliases.insert(alias, publish.topic.clone());
+            self.aliases
+                .get_or_default()
+                .insert(alias, publish.topic.clone());
         }
         Ok(())
     }
@@ -259,7 +265,7 @@ impl Connection {
                     self.send(&Packet::PubAck(PubResponse::success(id)));
                 } else {
                     // The session answers the PUBREL (it never saw the id: PUBCOMP all the same).
-                    self.inbound_qos2.insert(id);
+                    self.inbound_qos2.get_or_default().insert(id);
                     self.send(&Packet::PubRec(PubResponse::success(id)));
                 }
             }

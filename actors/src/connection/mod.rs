@@ -9,6 +9,7 @@
 //! - `inbound`: the packets of a connected client.
 
 mod aliases;
+mod clock;
 mod connect;
 mod inbound;
 mod io;
@@ -34,8 +35,8 @@ use crate::broker::{BrokerContext, Transport, TransportInfo};
 use crate::config::MqttConfig;
 use crate::metrics::{count, gauge};
 use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, SessionId};
+use crate::rare::Rare;
 use crate::security::Principal;
-use crate::session::Session;
 
 /// Most publishes one connection may have in routing at once (see `routes_pending`).
 const ROUTE_WINDOW: usize = 64;
@@ -66,10 +67,21 @@ struct AuthInProgress {
     connect: Option<Box<starling_proto::Connect>>,
 }
 
+/// A client's TLS identity and MQTT 5 enhanced authentication (most clients have neither).
+#[derive(Default)]
+struct Authentication {
+    /// The subject common name of the client's TLS certificate.
+    certificate_identity: Option<String>,
+    /// The Authentication Method of CONNECT (MQTT 5), which re-authentication must reuse.
+    method: Option<String>,
+    /// An authentication exchange under way.
+    exchange: Option<AuthInProgress>,
+}
+
 /// The client's session, once attached.
 #[derive(Debug)]
 struct Attachment {
-    session: Addr<Session>,
+    session: Arc<crate::msg::Inbox>,
     session_id: SessionId,
 }
 
@@ -95,18 +107,14 @@ pub struct Connection {
     client_id: Option<Arc<str>>,
     /// The client's address (for the security manager and failed-login tracking).
     peer: SocketAddr,
-    /// The subject common name of the client's TLS certificate.
-    certificate_identity: Option<String>,
     /// Who the security manager says the client is; set at CONNACK.
     principal: Option<Arc<Principal>>,
-    /// The Authentication Method of CONNECT (MQTT 5), which re-authentication must reuse.
-    auth_method: Option<String>,
-    /// An authentication exchange under way.
-    auth: Option<AuthInProgress>,
+    /// TLS identity and enhanced authentication, for the clients that use them.
+    auth: Rare<Authentication>,
     /// MQTT 5 inbound topic aliases.
-    aliases: HashMap<u16, TopicName>,
-    /// MQTT 5 outbound topic aliases (empty until CONNECT announces a maximum).
-    outbound_aliases: aliases::OutboundAliases,
+    aliases: Rare<HashMap<u16, TopicName>>,
+    /// MQTT 5 outbound topic aliases (none until CONNECT announces a maximum).
+    outbound_aliases: Rare<aliases::OutboundAliases>,
     /// Inbound QoS 1 publishes being routed, in arrival order, with their PUBACK reason and
     /// whether routing is done: PUBACKs go out in this order once the head is routed
     /// ([MQTT-4.6.0-2]).
@@ -116,7 +124,7 @@ pub struct Connection {
     /// shards' mailboxes.
     routes_pending: usize,
     /// Inbound QoS 2 ids handed to the session and not yet completed (PUBCOMP sent).
-    inbound_qos2: HashSet<PacketId>,
+    inbound_qos2: Rare<HashSet<PacketId>>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
     connect_session_expiry: Option<u32>,
     /// Packets from the session that arrived before CONNACK was written; sent right after it.
@@ -130,6 +138,10 @@ pub struct Connection {
     /// Deliveries in the write buffer: (stream offset where each ends, its weight), so the
     /// session can be told when they have left (`Flushed`).
     unflushed: VecDeque<(u64, usize)>,
+    /// This connection's place on its worker's clock (CONNECT timeout, keep alive, shutdown).
+    clock: Option<clock::Membership>,
+    /// The deadline the clock will next tell us about; an earlier one replaces it.
+    timer_due: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -154,10 +166,15 @@ impl Connection {
         let id = broker.next_conn_id();
         let log = broker.log.new(o!(
             "conn" => id,
-            "peer" => peer.to_string(),
+            "peer" => peer,
             "transport" => transport.kind,
             "cert_identity" => transport.client_identity.clone(),
         ));
+        let mut auth = Rare::default();
+        if let Some(identity) = &transport.client_identity {
+            let auth: &mut Authentication = auth.get_or_default();
+            auth.certificate_identity = Some(identity.clone());
+        }
         let limits = Limits {
             protocol: Protocol::V311,
             max_packet_size: config.maximum_packet_size,
@@ -178,27 +195,32 @@ impl Connection {
             attachment: None,
             client_id: None,
             peer,
-            certificate_identity: transport.client_identity.clone(),
             principal: None,
-            auth_method: None,
-            auth: None,
-            aliases: HashMap::new(),
-            outbound_aliases: aliases::OutboundAliases::new(0),
+            auth,
+            aliases: Rare::default(),
+            outbound_aliases: Rare::default(),
             inbound_qos1: VecDeque::new(),
             routes_pending: 0,
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: Rare::default(),
             connect_session_expiry: None,
             pending: Vec::new(),
             clean_disconnect: false,
             disconnect_expiry: None,
             written_total: 0,
             unflushed: VecDeque::new(),
+            clock: None,
+            timer_due: None,
         }
         .start()
     }
 
     fn protocol(&self) -> Protocol {
         self.limits.protocol
+    }
+
+    /// The Authentication Method of CONNECT, if it had one.
+    fn auth_method(&self) -> Option<&str> {
+        self.auth.get().and_then(|a| a.method.as_deref())
     }
 
     /// Encodes a packet into the write buffer; the io future writes it out.
@@ -211,7 +233,9 @@ impl Connection {
     fn send_delivery(&mut self, mut packet: Packet) {
         let weight = outbound_weight(&packet);
         if let Packet::Publish(publish) = &mut packet {
-            self.outbound_aliases.apply(publish);
+            if let Some(aliases) = self.outbound_aliases.get_mut() {
+                aliases.apply(publish);
+            }
         }
         self.send_weighted(&packet, weight);
     }
@@ -305,35 +329,28 @@ impl Connection {
         }
     }
 
-    fn start_keep_alive(&mut self, ctx: &mut Context<Self>) {
-        if self.keep_alive == 0 {
-            return;
+    /// Keep alive starts counting once the client is connected.
+    fn start_keep_alive(&mut self) {
+        if let Some(limit) = self.keep_alive_limit() {
+            self.wake_at(self.last_read + limit);
         }
-        // [MQTT-3.1.2-24]: one and a half times the keep alive without a packet closes.
-        let limit = Duration::from_millis(u64::from(self.keep_alive) * 1500);
-        let check = Duration::from_millis((u64::from(self.keep_alive) * 250).max(100));
-        ctx.run_interval(check, move |act, ctx| {
-            if act.state == State::Connected && act.last_read.elapsed() > limit {
-                debug!(act.log, "keep alive timeout"; "keep_alive" => act.keep_alive);
-                act.close(Some(ReasonCode::KEEP_ALIVE_TIMEOUT), ctx);
-            }
-        });
     }
 
-    fn watch_shutdown(&self, ctx: &mut Context<Self>) {
-        let mut shutdown = self.broker.shutdown.clone();
-        let fut = async move {
-            while !*shutdown.borrow_and_update() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        ctx.spawn(fut.into_actor(self).map(|_, act, ctx| {
-            // The broker goes away; the session's will is not the client's failure.
-            act.clean_disconnect = true;
-            act.close(Some(ReasonCode::SERVER_SHUTTING_DOWN), ctx);
-        }));
+    /// [MQTT-3.1.2-24]: one and a half times the keep alive without a packet closes.
+    fn keep_alive_limit(&self) -> Option<Duration> {
+        (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500))
+    }
+
+    /// Asks the clock for a `Tick` at `at`, unless an earlier one is already coming (its
+    /// handler looks at every deadline again).
+    fn wake_at(&mut self, at: Instant) {
+        if self.timer_due.is_some_and(|due| due <= at) {
+            return;
+        }
+        if let Some(clock) = &self.clock {
+            self.timer_due = Some(at);
+            clock.wake_at(at);
+        }
     }
 }
 
@@ -345,16 +362,17 @@ impl Actor for Connection {
         gauge(&self.broker.metrics.local().connections, 1);
         debug!(self.log, "connection opened");
         ctx.spawn(io::IoDriver);
-        self.watch_shutdown(ctx);
-        ctx.run_later(self.config.connect_timeout, |act, ctx| {
-            if matches!(act.state, State::AwaitingConnect | State::Authenticating) {
-                debug!(act.log, "no CONNECT in time");
-                act.close(None, ctx);
+        match clock::Clock::join(&self.broker, ctx.address().downgrade()) {
+            Some(membership) => {
+                self.clock = Some(membership);
+                self.wake_at(Instant::now() + self.config.connect_timeout);
             }
-        });
+            None => self.shut_down(ctx),
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.clock = None;
         // Detach first: a shutdown that sees the count reach 0 knows every Detach is queued.
         self.detach();
         self.broker.connections.fetch_sub(1, Ordering::Relaxed);
@@ -371,7 +389,9 @@ impl Handler<Outbound> for Connection {
         // ([MQTT-3.3.4-8]: PUBCOMP, or PUBREC with a failure code).
         match &packet {
             Packet::PubComp(r) => {
-                self.inbound_qos2.remove(&r.packet_id);
+                if let Some(ids) = self.inbound_qos2.get_mut() {
+                    ids.remove(&r.packet_id);
+                }
             }
             Packet::PubRec(r) => {
                 // The session handled a QoS 2 publish: the routing window opens again.
@@ -380,7 +400,9 @@ impl Handler<Outbound> for Connection {
                     self.wake_io();
                 }
                 if !r.reason.is_success() {
-                    self.inbound_qos2.remove(&r.packet_id);
+                    if let Some(ids) = self.inbound_qos2.get_mut() {
+                        ids.remove(&r.packet_id);
+                    }
                 }
             }
             _ => {}
@@ -391,6 +413,54 @@ impl Handler<Outbound> for Connection {
             State::Connecting => self.pending.push(packet),
             State::AwaitingConnect | State::Authenticating | State::Closing => {}
         }
+    }
+}
+
+impl Connection {
+    /// The broker goes away; the session's will is not the client's failure.
+    fn shut_down(&mut self, ctx: &mut Context<Self>) {
+        self.clean_disconnect = true;
+        self.close(Some(ReasonCode::SERVER_SHUTTING_DOWN), ctx);
+    }
+}
+
+impl Handler<clock::Tick> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, clock::Tick(due): clock::Tick, ctx: &mut Self::Context) {
+        // Only the current deadline counts; one replaced by an earlier deadline is stale.
+        if self.timer_due != Some(due) {
+            return;
+        }
+        self.timer_due = None;
+        match self.state {
+            // The only deadline before CONNECT is the CONNECT timeout.
+            State::AwaitingConnect | State::Authenticating => {
+                debug!(self.log, "no CONNECT in time");
+                self.close(None, ctx);
+            }
+            State::Connected => {
+                let Some(limit) = self.keep_alive_limit() else {
+                    return;
+                };
+                if self.last_read.elapsed() >= limit {
+                    debug!(self.log, "keep alive timeout"; "keep_alive" => self.keep_alive);
+                    self.close(Some(ReasonCode::KEEP_ALIVE_TIMEOUT), ctx);
+                } else {
+                    self.wake_at(self.last_read + limit);
+                }
+            }
+            // Keep alive starts at CONNACK; a closing connection has its own grace timer.
+            State::Connecting | State::Closing => {}
+        }
+    }
+}
+
+impl Handler<clock::ShutDown> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: clock::ShutDown, ctx: &mut Self::Context) {
+        self.shut_down(ctx);
     }
 }
 

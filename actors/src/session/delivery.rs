@@ -33,7 +33,7 @@ impl Session {
         };
         let protocol = link.protocol;
         let now = Instant::now();
-        while self.in_transit < self.config.max_in_transit {
+        while self.in_transit < self.shared.config.max_in_transit {
             let Some(send) = self.out.next_send(now) else {
                 break;
             };
@@ -92,7 +92,7 @@ impl Session {
         {
             self.drops_logged_at = Some(now);
             let drops = self.out.drops();
-            warn!(self.log, "dropping messages for a slow or offline client";
+            warn!(self.log(), "dropping messages for a slow or offline client";
                 "queue_full" => drops.queue_full,
                 "offline_qos0" => drops.offline_qos0,
                 "expired" => drops.expired,
@@ -197,7 +197,7 @@ impl Handler<Deliver> for Session {
             |n| n.checked_sub(1),
         );
         if let Some(id) = msg.stored {
-            if !self.restored.is_empty() && self.restored.remove(&id) {
+            if self.restored.get_mut().is_some_and(|r| r.remove(&id)) {
                 return;
             }
         }
@@ -275,7 +275,7 @@ impl Handler<ClientAck> for Session {
             _ => Ok(()),
         };
         if let Err(e) = result {
-            debug!(self.log, "acknowledgement ignored"; "packet" => msg.ack.kind(), "error" => %e);
+            debug!(self.log(), "acknowledgement ignored"; "packet" => msg.ack.kind(), "error" => %e);
         }
         self.pump();
     }
@@ -299,30 +299,37 @@ impl Handler<InboundQos2> for Session {
         let Some(id) = msg.publish.packet_id else {
             return;
         };
-        if self.inbound_qos2.contains(&id) {
+        if self.inbound_qos2.get().is_some_and(|ids| ids.contains(&id)) {
             // A resend of an unreleased id is acknowledged again, not routed twice
             // ([MQTT-4.3.3-10]); if its route is still under way, its PUBREC follows.
-            if !self.pending_pubrecs.iter().any(|(p, _)| *p == id) {
+            let routing = self
+                .pending_pubrecs
+                .get()
+                .is_some_and(|q| q.iter().any(|(p, _)| *p == id));
+            if !routing {
                 self.send_control(Packet::PubRec(PubResponse::success(id)));
             }
             return;
         }
         // [MQTT-3.3.4-9]: more unreleased QoS 2 publishes than the broker's Receive Maximum
         // is a protocol violation.
-        if self.inbound_qos2.len() >= usize::from(self.inbound_maximum) {
+        if self.inbound_qos2.get().map_or(0, |ids| ids.len()) >= usize::from(self.inbound_maximum) {
             if let Some(link) = &self.link {
                 link.addr
                     .do_send(Kick(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
             }
             return;
         }
-        self.inbound_qos2.insert(id);
-        self.pending_pubrecs.push_back((id, false));
+        self.inbound_qos2.get_or_default().insert(id);
+        self.pending_pubrecs.get_or_default().push_back((id, false));
         let message = Message::from_publish(msg.publish, Some(self.id), Instant::now());
         // A persistent session's packet id is stored with the message, in one transaction.
-        let inbound = self.is_durable().then(|| (Arc::clone(&self.client_id), id));
+        let inbound = self
+            .is_durable()
+            .then(|| (Arc::clone(&self.inbox.client_id), id));
         let conn_id = msg.conn_id;
-        self.router
+        self.shared
+            .router
             .publish_confirmed(Arc::new(message), inbound)
             .into_actor(self)
             .map(move |result, act, _| act.qos2_routed(id, conn_id, result.is_ok()))
@@ -335,10 +342,14 @@ impl Session {
     /// If it could not be, the client is disconnected without PUBREC and resends it.
     fn qos2_routed(&mut self, id: starling_proto::PacketId, conn_id: u64, ok: bool) {
         if !ok {
-            self.inbound_qos2.remove(&id);
-            self.pending_pubrecs.retain(|(p, _)| *p != id);
+            if let Some(ids) = self.inbound_qos2.get_mut() {
+                ids.remove(&id);
+            }
+            if let Some(queue) = self.pending_pubrecs.get_mut() {
+                queue.retain(|(p, _)| *p != id);
+            }
             warn!(
-                self.log,
+                self.log(),
                 "inbound QoS 2 message not routed; disconnecting the client"
             );
             if let Some(link) = self.link.as_ref().filter(|l| l.conn_id == conn_id) {
@@ -346,11 +357,18 @@ impl Session {
             }
             return;
         }
-        if let Some(entry) = self.pending_pubrecs.iter_mut().find(|(p, _)| *p == id) {
+        let Some(queue) = self.pending_pubrecs.get_mut() else {
+            return;
+        };
+        if let Some(entry) = queue.iter_mut().find(|(p, _)| *p == id) {
             entry.1 = true;
         }
-        while let Some(&(id, true)) = self.pending_pubrecs.front() {
-            self.pending_pubrecs.pop_front();
+        let mut ready = Vec::new();
+        while let Some(&(id, true)) = queue.front() {
+            queue.pop_front();
+            ready.push(id);
+        }
+        for id in ready {
             self.send_control(Packet::PubRec(PubResponse::success(id)));
         }
     }
@@ -363,11 +381,14 @@ impl Handler<InboundPubRel> for Session {
         if !self.is_current(msg.conn_id) {
             return;
         }
-        let known = self.inbound_qos2.remove(&msg.packet_id);
+        let known = self
+            .inbound_qos2
+            .get_mut()
+            .is_some_and(|ids| ids.remove(&msg.packet_id));
         if known && self.is_durable() {
-            if let Some(store) = &self.store {
+            if let Some(store) = &self.shared.store {
                 store.send(crate::store::Op::DeleteInbound {
-                    client: Arc::clone(&self.client_id),
+                    client: Arc::clone(&self.inbox.client_id),
                     packet_id: msg.packet_id.get(),
                 });
             }

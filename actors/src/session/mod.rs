@@ -33,6 +33,7 @@ use crate::msg::{
     Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Inbox, Kick, Routed,
     SessionEnded, SessionId, SessionInfo, Will,
 };
+use crate::rare::Rare;
 use crate::registry::Registry;
 use crate::security::{Principal, SecurityManager};
 use crate::topic::Router;
@@ -40,11 +41,12 @@ use crate::topic::Router;
 /// A session's contribution to the metrics, as last reported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Reported {
-    online: i64,
-    offline: i64,
-    subscriptions: i64,
-    inflight: i64,
-    queued: i64,
+    // Gauges as i32: this struct is inline in every session.
+    online: i32,
+    offline: i32,
+    subscriptions: i32,
+    inflight: i32,
+    queued: i32,
     drops: DropCounts,
     too_large: u64,
 }
@@ -71,24 +73,26 @@ pub struct SessionShared {
     pub log: Logger,
 }
 
+/// A count as a session's gauge contribution (saturating; no session holds 2^31 of anything).
+fn gauge_value(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// One client's session.
 #[derive(Debug)]
 pub struct Session {
-    client_id: Arc<str>,
     id: SessionId,
-    registry: Addr<Registry>,
-    router: Router,
-    security: Arc<dyn SecurityManager>,
-    metrics: Arc<Metrics>,
+    /// What every session shares (one `Arc`, so an idle session stays small).
+    shared: Arc<SessionShared>,
     /// What this session last added to the gauges and counters (see `report`).
     reported: Reported,
-    /// Deliveries in its mailbox, shared with its subscriptions' shard entries.
+    /// Its own address, client id and mailbox accounting, shared with the Registry, its
+    /// connection and its subscriptions' shard entries.
     inbox: Arc<Inbox>,
     /// Who the client is, for authorization (set on every attach).
     principal: Arc<Principal>,
-    config: SessionConfig,
-    scan_interval: Duration,
-    log: Logger,
+    /// Made on first use: most sessions never log anything.
+    log: std::cell::OnceCell<Logger>,
     /// The attached connection, if the client is online.
     link: Option<ClientLink>,
     /// Seconds the session outlives its connection; `None` never expires.
@@ -102,12 +106,10 @@ pub struct Session {
     /// The client's Maximum Packet Size (MQTT 5): larger deliveries are dropped for it.
     max_packet_size: Option<u32>,
     /// Inbound QoS 2 packet ids routed (or being routed) and not yet released by PUBREL.
-    inbound_qos2: HashSet<PacketId>,
+    inbound_qos2: Rare<HashSet<PacketId>>,
     /// Inbound QoS 2 publishes being routed, in arrival order, and whether their route is
     /// confirmed: PUBREC goes out in this order once it is ([MQTT-4.6.0-3]).
-    pending_pubrecs: VecDeque<(PacketId, bool)>,
-    /// The durable store, when persistence is on.
-    store: Option<crate::store::Store>,
+    pending_pubrecs: Rare<VecDeque<(PacketId, bool)>>,
     /// This session has written to the store (so ending it must remove what it wrote).
     persisted: bool,
     /// Rebuilt from the store: on start, it registers nothing (the broker did) but arms its
@@ -115,11 +117,11 @@ pub struct Session {
     recovered: bool,
     /// Ids of queued messages read back from the store after a failure: a delivery of one of
     /// them still in the mailbox is a copy of what was restored, and is skipped.
-    restored: HashSet<u64>,
+    restored: Rare<HashSet<u64>>,
     /// The broker's Receive Maximum for inbound QoS 2.
     inbound_maximum: u16,
-    /// The will of the current (or last) connection.
-    will: Option<Will>,
+    /// The will of the current (or last) connection (boxed: most clients have none).
+    will: Option<Box<Will>>,
     will_timer: Option<SpawnHandle>,
     /// Deliveries dropped because they exceeded the client's Maximum Packet Size.
     dropped_too_large: u64,
@@ -137,46 +139,30 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session; the Registry starts it and attaches the first connection.
-    pub fn new(client_id: Arc<str>, id: SessionId, shared: SessionShared) -> Session {
-        let SessionShared {
-            registry,
-            router,
-            security,
-            metrics,
-            config,
-            scan_interval,
-            store,
-            log,
-        } = shared;
-        let log = log.new(o!("actor" => "session", "client_id" => client_id.to_string()));
+    pub fn new(inbox: Arc<Inbox>, id: SessionId, shared: Arc<SessionShared>) -> Session {
+        let client_id = Arc::clone(&inbox.client_id);
+        let out = Outbound::new(shared.config.queue, shared.config.max_inflight);
         Session {
-            inbox: Arc::new(Inbox::new(Arc::clone(&client_id))),
             principal: Arc::new(Principal {
                 username: None,
                 client_id: client_id.to_string(),
             }),
-            client_id,
+            inbox,
             id,
-            registry,
-            router,
-            security,
-            metrics,
+            shared,
             reported: Reported::default(),
-            config,
-            scan_interval,
-            log,
+            log: std::cell::OnceCell::new(),
             link: None,
             expiry: Some(0),
             subscriptions: HashMap::new(),
-            out: Outbound::new(config.queue, config.max_inflight),
+            out,
             in_transit: 0,
             max_packet_size: None,
-            inbound_qos2: HashSet::new(),
-            pending_pubrecs: VecDeque::new(),
-            store,
+            inbound_qos2: Rare::default(),
+            pending_pubrecs: Rare::default(),
             persisted: false,
             recovered: false,
-            restored: HashSet::new(),
+            restored: Rare::default(),
             inbound_maximum: u16::MAX,
             will: None,
             will_timer: None,
@@ -189,10 +175,19 @@ impl Session {
         }
     }
 
+    /// This session's logger (client id and actor kind as context).
+    fn log(&self) -> &Logger {
+        self.log.get_or_init(|| {
+            self.shared
+                .log
+                .new(o!("actor" => "session", "client_id" => Arc::clone(&self.inbox.client_id)))
+        })
+    }
+
     /// Drops all session state: subscriptions (from the shards too), queue, flight, ids.
     fn clear_state(&mut self) {
         for filter in self.subscriptions.keys() {
-            self.router.unsubscribe(filter, self.id);
+            self.shared.router.unsubscribe(filter, self.id);
         }
         self.subscriptions.clear();
         self.out.clear();
@@ -206,7 +201,7 @@ impl Session {
         if self.ended {
             return;
         }
-        debug!(self.log, "session ended"; "why" => why);
+        debug!(self.log(), "session ended"; "why" => why);
         if self.will_timer.take().is_some() {
             self.publish_will();
         }
@@ -217,8 +212,8 @@ impl Session {
         self.clear_state();
         self.forget_stored();
         self.ended = true;
-        self.registry.do_send(SessionEnded {
-            client_id: Arc::clone(&self.client_id),
+        self.shared.registry.do_send(SessionEnded {
+            client_id: Arc::clone(&self.inbox.client_id),
             session_id: self.id,
             generation: self.generation,
         });
@@ -231,7 +226,7 @@ impl Session {
     fn start_expiry_scan(&mut self, ctx: &mut Context<Self>) {
         let Some(seconds) = self.expiry else { return };
         let expiry = Duration::from_secs(u64::from(seconds));
-        let handle = ctx.run_interval(self.scan_interval, move |act, ctx| {
+        let handle = ctx.run_interval(self.shared.scan_interval, move |act, ctx| {
             if act
                 .offline_since
                 .is_some_and(|since| since.elapsed() >= expiry)
@@ -254,11 +249,11 @@ impl Session {
             }
         } else {
             Reported {
-                online: i64::from(self.link.is_some()),
-                offline: i64::from(self.link.is_none()),
-                subscriptions: self.subscriptions.len() as i64,
-                inflight: self.out.inflight() as i64,
-                queued: self.out.queued() as i64,
+                online: i32::from(self.link.is_some()),
+                offline: i32::from(self.link.is_none()),
+                subscriptions: gauge_value(self.subscriptions.len()),
+                inflight: gauge_value(self.out.inflight()),
+                queued: gauge_value(self.out.queued()),
                 drops: self.out.drops(),
                 too_large: self.dropped_too_large,
             }
@@ -267,12 +262,24 @@ impl Session {
             return;
         }
         let was = self.reported;
-        let c = self.metrics.local();
-        gauge(&c.sessions_online, now.online - was.online);
-        gauge(&c.sessions_offline, now.offline - was.offline);
-        gauge(&c.subscriptions, now.subscriptions - was.subscriptions);
-        gauge(&c.inflight, now.inflight - was.inflight);
-        gauge(&c.queued, now.queued - was.queued);
+        let c = self.shared.metrics.local();
+        gauge(
+            &c.sessions_online,
+            i64::from(now.online) - i64::from(was.online),
+        );
+        gauge(
+            &c.sessions_offline,
+            i64::from(now.offline) - i64::from(was.offline),
+        );
+        gauge(
+            &c.subscriptions,
+            i64::from(now.subscriptions) - i64::from(was.subscriptions),
+        );
+        gauge(
+            &c.inflight,
+            i64::from(now.inflight) - i64::from(was.inflight),
+        );
+        gauge(&c.queued, i64::from(now.queued) - i64::from(was.queued));
         count(
             &c.dropped_queue_full,
             now.drops.queue_full.saturating_sub(was.drops.queue_full),
@@ -298,7 +305,7 @@ impl Session {
     fn set_shared_online(&self, online: bool) {
         for filter in self.subscriptions.keys() {
             if filter.shared_group().is_some() {
-                self.router.shared_online(filter, self.id, online);
+                self.shared.router.shared_online(filter, self.id, online);
             }
         }
     }
@@ -310,7 +317,7 @@ impl Session {
             if let Some(group) = delivery.msg.shared.clone() {
                 // Ours goes from the store first; the shard stores it for the new member.
                 self.release_stored(&delivery.msg);
-                self.router.route_shared(
+                self.shared.router.route_shared(
                     Arc::clone(&delivery.msg.msg),
                     group,
                     self.id,
@@ -324,14 +331,15 @@ impl Session {
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
             if !self
+                .shared
                 .security
                 .authorize_publish(&self.principal, &will.msg.topic)
             {
-                info!(self.log, "will not published: not authorized"; "topic" => %will.msg.topic);
+                info!(self.log(), "will not published: not authorized"; "topic" => %will.msg.topic);
                 return;
             }
-            debug!(self.log, "publishing will"; "topic" => %will.msg.topic);
-            self.router.publish(Arc::new(will.msg));
+            debug!(self.log(), "publishing will"; "topic" => %will.msg.topic);
+            self.shared.router.publish(Arc::new(will.msg));
             // Published: it must not be published again after a restart.
             if self.link.is_none() && self.is_durable() {
                 self.persist_session();
@@ -394,7 +402,7 @@ impl Handler<Attach> for Session {
         let mut discard = false;
         if let Some(old) = self.link.take() {
             if old.conn_id != msg.link.conn_id {
-                info!(self.log, "session taken over";
+                info!(self.log(), "session taken over";
                     "old_conn" => old.conn_id, "new_conn" => msg.link.conn_id);
                 old.addr.do_send(Kick(ReasonCode::SESSION_TAKEN_OVER));
                 // The old connection ended abnormally; the new one is already here, so only a
@@ -419,13 +427,13 @@ impl Handler<Attach> for Session {
         self.offline_since = None;
         self.restored.clear();
         self.expiry = params.expiry;
-        self.will = params.will;
+        self.will = params.will.map(Box::new);
         self.principal = params.principal;
         self.attach_store(cleared);
         self.max_packet_size = params.max_packet_size;
         self.inbound_maximum = params.inbound_maximum;
         self.out
-            .set_window(params.window.min(self.config.max_inflight));
+            .set_window(params.window.min(self.shared.config.max_inflight));
         self.in_transit = 0;
         let protocol = msg.link.protocol;
         self.link = Some(msg.link);
@@ -435,7 +443,7 @@ impl Handler<Attach> for Session {
         self.pump();
         self.report();
         MessageResult(Attached {
-            session: ctx.address(),
+            session: Arc::clone(&self.inbox),
             session_id: self.id,
             session_present: existed && !params.clean_start,
             replay,

@@ -52,7 +52,7 @@ impl Session {
     }
 
     fn store_send(&self, op: Op) {
-        if let Some(store) = &self.store {
+        if let Some(store) = &self.shared.store {
             store.send(op);
         }
     }
@@ -60,7 +60,7 @@ impl Session {
     /// After an attach: a session whose state was cleared, or that no longer outlives its
     /// connection, loses what it stored; a durable one (re)writes its record.
     pub(super) fn attach_store(&mut self, cleared: bool) {
-        if self.store.is_none() {
+        if self.shared.store.is_none() {
             return;
         }
         let durable = self.expiry != Some(0);
@@ -76,7 +76,9 @@ impl Session {
 
     /// Writes the session's own record.
     pub(super) fn persist_session(&mut self) {
-        let Some(store) = &self.store else { return };
+        let Some(store) = &self.shared.store else {
+            return;
+        };
         let offline_since = self
             .link
             .is_none()
@@ -85,10 +87,10 @@ impl Session {
             self.expiry,
             offline_since,
             self.principal.username.clone(),
-            self.will.as_ref(),
+            self.will.as_deref(),
         );
         store.send(Op::PutSession {
-            client: Arc::clone(&self.client_id),
+            client: Arc::clone(&self.inbox.client_id),
             record,
         });
         self.persisted = true;
@@ -98,7 +100,7 @@ impl Session {
     pub(super) fn forget_stored(&mut self) {
         if std::mem::take(&mut self.persisted) {
             self.store_send(Op::DeleteSession {
-                client: Arc::clone(&self.client_id),
+                client: Arc::clone(&self.inbox.client_id),
             });
         }
         self.inbox.durable.store(false, Ordering::Relaxed);
@@ -109,7 +111,7 @@ impl Session {
     pub(super) fn release_stored(&self, routed: &Routed) {
         if let Some(msg_id) = routed.stored {
             self.store_send(Op::DeleteEntry {
-                client: Arc::clone(&self.client_id),
+                client: Arc::clone(&self.inbox.client_id),
                 msg_id,
             });
         }
@@ -130,7 +132,7 @@ impl Session {
     ) {
         if let Some(msg_id) = delivery.msg.stored {
             self.store_send(Op::UpdateEntry {
-                client: Arc::clone(&self.client_id),
+                client: Arc::clone(&self.inbox.client_id),
                 msg_id,
                 entry: entry_record(delivery, inflight).encode(),
             });
@@ -139,13 +141,15 @@ impl Session {
 
     /// Stores a delivery the session made itself (a retained message at subscribe time).
     pub(super) fn store_own_delivery(&self, delivery: &mut Delivery<Routed>) {
-        let Some(store) = &self.store else { return };
+        let Some(store) = &self.shared.store else {
+            return;
+        };
         if delivery.qos == starling_proto::QoS::AtMostOnce || !self.is_durable() {
             return;
         }
         let msg_id = store.next_msg_id();
         store.send(Op::AddEntry {
-            client: Arc::clone(&self.client_id),
+            client: Arc::clone(&self.inbox.client_id),
             msg_id,
             message: encode_message(&delivery.msg.msg),
             entry: entry_record(delivery, None).encode(),
@@ -172,9 +176,9 @@ impl Session {
         );
         self.principal = Arc::new(Principal {
             username: record.username,
-            client_id: self.client_id.to_string(),
+            client_id: self.inbox.client_id.to_string(),
         });
-        self.will = record.will;
+        self.will = record.will.map(Box::new);
         self.subscriptions = subscriptions
             .into_iter()
             .map(|(filter, options, id)| (filter, (options, id)))
@@ -195,18 +199,23 @@ impl Session {
                 },
             };
             if e.entry.inflight.is_none() {
-                self.restored.insert(e.msg_id);
+                self.restored.get_or_default().insert(e.msg_id);
             }
             self.out.restore(delivery, e.entry.inflight);
         }
-        self.inbound_qos2 = inbound_qos2.into_iter().collect();
+        self.inbound_qos2.clear();
+        if !inbound_qos2.is_empty() {
+            self.inbound_qos2.get_or_default().extend(inbound_qos2);
+        }
         self.pending_pubrecs.clear();
         let inflight: Vec<u64> = self
             .out
             .inflight_entries()
             .filter_map(|(d, _, _)| d.msg.stored)
             .collect();
-        self.restored.extend(inflight);
+        if !inflight.is_empty() {
+            self.restored.get_or_default().extend(inflight);
+        }
         self.persisted = true;
         self.inbox.durable.store(true, Ordering::Relaxed);
         self.out.set_keep_dropped(true);
@@ -214,19 +223,19 @@ impl Session {
 
     /// A session rebuilt from the store at start-up, its client offline. The caller registers
     /// its subscriptions (`subscriptions`) with the shards before anything is routed.
-    pub fn recovered(stored: StoredSession, id: SessionId, shared: SessionShared) -> Session {
-        let mut session = Session::new(Arc::clone(&stored.client_id), id, shared);
+    pub fn recovered(
+        stored: StoredSession,
+        inbox: Arc<Inbox>,
+        id: SessionId,
+        shared: Arc<SessionShared>,
+    ) -> Session {
+        let mut session = Session::new(inbox, id, shared);
         session.restore(stored);
         session.recovered = true;
         // Nothing of it can be in flight in a mailbox at start-up.
         session.restored.clear();
         session.generation = 1;
         session
-    }
-
-    /// Its mailbox accounting, shared with its subscriptions' shard entries.
-    pub fn inbox(&self) -> Arc<Inbox> {
-        Arc::clone(&self.inbox)
     }
 
     /// Its subscriptions: filter, options, identifier.
@@ -258,9 +267,9 @@ impl actix::Supervised for Session {
         self.in_transit = 0;
         self.pending_pubrecs.clear();
         for filter in self.subscriptions.keys() {
-            self.router.unsubscribe(filter, self.id);
+            self.shared.router.unsubscribe(filter, self.id);
         }
-        let store = self.store.clone().filter(|_| self.persisted);
+        let store = self.shared.store.clone().filter(|_| self.persisted);
         let Some(store) = store else {
             self.subscriptions.clear();
             // The connection was lost: its will goes out now.
@@ -269,15 +278,15 @@ impl actix::Supervised for Session {
             self.report();
             return;
         };
-        let client = Arc::clone(&self.client_id);
+        let client = Arc::clone(&self.inbox.client_id);
         let load = async move { store.load_session(client).await };
         // Deliveries wait in the mailbox until the state is back.
         ctx.wait(load.into_actor(self).map(|answer, act, ctx| {
             match answer {
                 Ok(Some(stored)) => {
                     act.restore(stored);
-                    act.resubscribe(ctx);
-                    info!(act.log, "session rebuilt from the store";
+                    act.resubscribe();
+                    info!(act.log(), "session rebuilt from the store";
                         "subscriptions" => act.subscriptions.len(),
                         "queued" => act.out.queued(), "inflight" => act.out.inflight());
                     act.start_expiry_scan(ctx);
@@ -285,7 +294,7 @@ impl actix::Supervised for Session {
                 }
                 other => {
                     if let Err(e) = other {
-                        error!(act.log, "session not rebuilt"; "error" => %e);
+                        error!(act.log(), "session not rebuilt"; "error" => %e);
                     }
                     act.subscriptions.clear();
                     act.end("failed, not in the store", ctx);
@@ -298,16 +307,15 @@ impl actix::Supervised for Session {
 
 impl Session {
     /// Registers every subscription with the shards again (after a rebuild).
-    fn resubscribe(&self, ctx: &mut Context<Self>) {
+    fn resubscribe(&self) {
         for (filter, (options, subscription_id)) in &self.subscriptions {
             let subscriber = Subscriber {
                 inbox: Arc::clone(&self.inbox),
-                session: ctx.address(),
                 options: *options,
                 subscription_id: *subscription_id,
                 online: self.link.is_some(),
             };
-            self.router.subscribe(filter, self.id, &subscriber);
+            self.shared.router.subscribe(filter, self.id, &subscriber);
         }
     }
 }
@@ -315,16 +323,15 @@ impl Session {
 impl Handler<SubscriptionsFor> for Session {
     type Result = MessageResult<SubscriptionsFor>;
 
-    fn handle(&mut self, msg: SubscriptionsFor, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SubscriptionsFor, _: &mut Self::Context) -> Self::Result {
         let online = self.link.is_some();
         let found = self
             .subscriptions
             .iter()
-            .filter(|(filter, _)| self.router.filter_in_shard(filter, msg.shard))
+            .filter(|(filter, _)| self.shared.router.filter_in_shard(filter, msg.shard))
             .map(|(filter, (options, subscription_id))| {
                 let subscriber = Subscriber {
                     inbox: Arc::clone(&self.inbox),
-                    session: ctx.address(),
                     options: *options,
                     subscription_id: *subscription_id,
                     online,

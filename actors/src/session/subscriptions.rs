@@ -54,28 +54,31 @@ impl Handler<SessionSubscribe> for Session {
         let mut stored = None;
         for (filter, options) in packet.filters {
             // [MQTT-3.9.3]: a refused filter gets its own failure code; the others are granted.
-            if !self.security.authorize_subscribe(&self.principal, &filter) {
-                info!(self.log, "subscription refused: not authorized"; "filter" => %filter);
+            if !self
+                .shared
+                .security
+                .authorize_subscribe(&self.principal, &filter)
+            {
+                info!(self.log(), "subscription refused: not authorized"; "filter" => %filter);
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
             let subscriber = Subscriber {
                 inbox: Arc::clone(&self.inbox),
-                session: ctx.address(),
                 options,
                 subscription_id,
                 online: true,
             };
             // [MQTT-3.8.4-3]: a subscription to an existing filter replaces it.
-            self.router.subscribe(&filter, self.id, &subscriber);
+            self.shared.router.subscribe(&filter, self.id, &subscriber);
             let existed = self
                 .subscriptions
                 .insert(filter.clone(), (options, subscription_id))
                 .is_some();
             reasons.push(granted(options.qos));
-            if let (Some(store), true) = (&self.store, self.is_durable()) {
+            if let (Some(store), true) = (&self.shared.store, self.is_durable()) {
                 stored = Some(store.send_confirmed(Op::PutSubscription {
-                    client: Arc::clone(&self.client_id),
+                    client: Arc::clone(&self.inbox.client_id),
                     filter: filter.as_str().to_owned(),
                     record: subscription_record(options, subscription_id),
                 }));
@@ -112,7 +115,10 @@ impl Handler<SessionSubscribe> for Session {
         ctx.wait(stored.into_actor(self).map(move |result, act, ctx| {
             let mut suback = suback;
             if !matches!(result, Ok(Ok(()))) {
-                warn!(act.log, "subscriptions not stored; SUBACK reports failure");
+                warn!(
+                    act.log(),
+                    "subscriptions not stored; SUBACK reports failure"
+                );
                 for reason in &mut suback.reasons {
                     if reason.is_success() {
                         *reason = ReasonCode::UNSPECIFIED_ERROR;
@@ -130,12 +136,16 @@ impl Handler<SessionSubscribe> for Session {
 impl Session {
     fn send_retained(&mut self, requests: Vec<RetainedRequest>, ctx: &mut Context<Self>) {
         let filters = requests.iter().map(|r| r.filter.clone()).collect();
-        let query = self.router.retain_store().send(MatchRetained { filters });
+        let query = self
+            .shared
+            .router
+            .retain_store()
+            .send(MatchRetained { filters });
         ctx.wait(query.into_actor(self).map(move |answer, act, _| {
             let found = match answer {
                 Ok(found) => found,
                 Err(e) => {
-                    warn!(act.log, "retained messages unavailable"; "error" => %e);
+                    warn!(act.log(), "retained messages unavailable"; "error" => %e);
                     return;
                 }
             };
@@ -144,7 +154,11 @@ impl Session {
                     continue;
                 };
                 // Retained messages go only to those who may read their topic.
-                if !act.security.authorize_receive(&act.principal, &msg.topic) {
+                if !act
+                    .shared
+                    .security
+                    .authorize_receive(&act.principal, &msg.topic)
+                {
                     continue;
                 }
                 // [MQTT-3.3.1-8]: retained messages sent for a new subscription keep RETAIN=1.
@@ -180,11 +194,11 @@ impl Handler<SessionUnsubscribe> for Session {
             .iter()
             .map(|filter| {
                 if self.subscriptions.remove(filter).is_some() {
-                    self.router.unsubscribe(filter, self.id);
+                    self.shared.router.unsubscribe(filter, self.id);
                     if self.is_durable() {
-                        if let Some(store) = &self.store {
+                        if let Some(store) = &self.shared.store {
                             store.send(Op::DeleteSubscription {
-                                client: Arc::clone(&self.client_id),
+                                client: Arc::clone(&self.inbox.client_id),
                                 filter: filter.as_str().to_owned(),
                             });
                         }
