@@ -73,10 +73,10 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 for tool in taskset jq python3; do
     command -v "$tool" >/dev/null || { echo "compare: $tool is required" >&2; exit 2; }
 done
-# 10 000 idle connections need ~10 000 descriptors in each process.
+# 19 000 idle connections need ~19 000 descriptors in each process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if (( $(ulimit -n) < 10500 )); then
-    echo "compare: ulimit -n is $(ulimit -n); the idle scenario needs about 10 500" >&2
+if (( $(ulimit -n) < 19500 )); then
+    echo "compare: ulimit -n is $(ulimit -n); the idle19k scenario needs about 19 500" >&2
 fi
 
 free_port() {
@@ -152,6 +152,7 @@ SCENARIOS=(
     "fanin-q1|fan-in --qos 1 --publishers 4 --count 250000 --duration 10|.rate|higher|fan-in QoS1 64B 4 pub (msg/s)"
     "fanout|fan-out --subscribers 1000 --count 1000 --duration 10|.rate|higher|fan-out 1->1000 QoS0, 1000 msgs (deliveries/s)"
     "idle|idle --count 10000 --hold 2 --duration 10|.rss_per_conn|lower|idle 10k conns (bytes/conn)"
+    "idle19k|idle --count 19000 --hold 2 --duration 20|.rss_per_conn|lower|idle 19k conns (bytes/conn)"
     "connect|connect-rate --concurrency 32 --duration 5|.rate|higher|connect rate (conn/s)"
     "retained|retained --count 10000 --duration 10|.receive_s|lower|retained 10k to one # sub (s)"
     "latency|latency --rate 5000 --qos 1 --warmup 1 --duration 5|.latency_us.p50|lower|latency 5k/s QoS1 p50 (us)"
