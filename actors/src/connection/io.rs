@@ -22,6 +22,8 @@ const READ_BUDGET: usize = 32;
 /// Smallest free space worth reading into; the buffer grows by `READ_CHUNK`.
 const MIN_READ_SPACE: usize = 512;
 const READ_CHUNK: usize = 4096;
+/// The first read of a connection, for its CONNECT (larger ones grow the buffer).
+const FIRST_READ: usize = 512;
 /// Buffers larger than this are released once empty instead of kept for the next packet.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
@@ -82,7 +84,14 @@ impl Connection {
                 }
             }
             if self.inbuf.capacity() - self.inbuf.len() < MIN_READ_SPACE {
-                self.inbuf.reserve(READ_CHUNK);
+                // A CONNECT is small: a burst of new connections, each holding a full chunk
+                // while it waits for its turn, would leave the heap fragmented for good.
+                let chunk = if self.state == State::AwaitingConnect && self.inbuf.capacity() == 0 {
+                    FIRST_READ
+                } else {
+                    READ_CHUNK
+                };
+                self.inbuf.reserve(chunk);
             }
             match poll_read_buf(self.io.as_mut(), task, &mut self.inbuf) {
                 Poll::Ready(Ok(0)) => {
