@@ -357,20 +357,29 @@ impl Session {
             }
             return;
         }
-        let Some(queue) = self.pending_pubrecs.get_mut() else {
-            return;
-        };
-        if let Some(entry) = queue.iter_mut().find(|(p, _)| *p == id) {
+        if let Some(entry) = self
+            .pending_pubrecs
+            .get_mut()
+            .and_then(|q| q.iter_mut().find(|(p, _)| *p == id))
+        {
             entry.1 = true;
         }
-        let mut ready = Vec::new();
-        while let Some(&(id, true)) = queue.front() {
-            queue.pop_front();
-            ready.push(id);
-        }
-        for id in ready {
+        while let Some(id) = self.pending_pubrecs.get_mut().and_then(pop_routed) {
             self.send_control(Packet::PubRec(PubResponse::success(id)));
         }
+    }
+}
+
+/// The head of the PUBREC queue, if its route is confirmed.
+fn pop_routed(
+    queue: &mut std::collections::VecDeque<(starling_proto::PacketId, bool)>,
+) -> Option<starling_proto::PacketId> {
+    match queue.front() {
+        Some(&(id, true)) => {
+            queue.pop_front();
+            Some(id)
+        }
+        _ => None,
     }
 }
 

@@ -263,23 +263,15 @@ impl Session {
         }
         let was = self.reported;
         let c = self.shared.metrics.local();
-        gauge(
-            &c.sessions_online,
-            i64::from(now.online) - i64::from(was.online),
-        );
-        gauge(
-            &c.sessions_offline,
-            i64::from(now.offline) - i64::from(was.offline),
-        );
+        let delta = |now: i32, was: i32| i64::from(now) - i64::from(was);
+        gauge(&c.sessions_online, delta(now.online, was.online));
+        gauge(&c.sessions_offline, delta(now.offline, was.offline));
         gauge(
             &c.subscriptions,
-            i64::from(now.subscriptions) - i64::from(was.subscriptions),
+            delta(now.subscriptions, was.subscriptions),
         );
-        gauge(
-            &c.inflight,
-            i64::from(now.inflight) - i64::from(was.inflight),
-        );
-        gauge(&c.queued, i64::from(now.queued) - i64::from(was.queued));
+        gauge(&c.inflight, delta(now.inflight, was.inflight));
+        gauge(&c.queued, delta(now.queued, was.queued));
         count(
             &c.dropped_queue_full,
             now.drops.queue_full.saturating_sub(was.drops.queue_full),
