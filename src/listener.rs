@@ -1,9 +1,12 @@
 //! Accepting connections: one accept loop per acceptor; on a worker arbiter, the first bytes
 //! tell TCP, TLS and WebSocket apart on one port.
 //!
-//! A tokio socket stays driven by the reactor it was created on, so an accepted socket is
-//! turned into a std socket, moved to a worker arbiter (round-robin), and rebuilt there; the
-//! TLS and WebSocket handshakes run on the worker too. Sniffing: `0x16` starts a TLS handshake
+//! Each accept loop runs on a worker arbiter itself (acceptors spread over the workers), and
+//! sockets go to the workers round-robin. One for the loop's own worker is served right there
+//! (no thread switch: with one worker, a CONNECT never leaves its thread). A tokio socket
+//! stays driven by the reactor it was created on, so one for another worker is turned into a
+//! std socket, moved, and rebuilt there; the TLS and WebSocket handshakes run on the worker
+//! too. Sniffing: `0x16` starts a TLS handshake
 //! (when the acceptor has TLS), after which the first decrypted bytes are sniffed again; `GET`
 //! is a WebSocket upgrade; anything else is raw MQTT (whose decoder closes on garbage). With
 //! `sslEnabled=true` only TLS is accepted; with `optional`, all four transports are. The whole
@@ -40,12 +43,19 @@ impl Workers {
         }
     }
 
-    fn pick(&self) -> Option<&ArbiterHandle> {
+    /// The next worker, round-robin, with its index.
+    fn pick(&self) -> Option<(usize, &ArbiterHandle)> {
         if self.arbiters.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        self.arbiters.get(i)
+        self.arbiters.get(i).map(|arbiter| (i, arbiter))
+    }
+
+    /// The worker an acceptor's accept loop runs on (acceptors are spread over them).
+    pub fn home(&self, acceptor: usize) -> Option<(usize, &ArbiterHandle)> {
+        let i = acceptor % self.arbiters.len().max(1);
+        self.arbiters.get(i).map(|arbiter| (i, arbiter))
     }
 }
 
@@ -70,16 +80,36 @@ impl Endpoint {
     }
 }
 
-/// Accepts connections until the task is aborted.
+/// Accepts connections until `stop` flips to true (or its sender is gone). It runs on worker
+/// `home`: a socket it gives to that same worker is served where it was accepted, with no
+/// thread switch; one for another worker is handed over as a std socket.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    home: usize,
     endpoint: Endpoint,
     workers: Arc<Workers>,
     broker: BrokerHandle,
     log: Logger,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            warn!(log, "listener adoption failed; not accepting"; "error" => %e);
+            return;
+        }
+    };
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow_and_update() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -90,6 +120,14 @@ pub async fn accept_loop(
         };
         // Small packets must leave at once (Nagle adds ~40 ms).
         let _ = stream.set_nodelay(true);
+        let Some((index, worker)) = workers.pick() else {
+            return;
+        };
+        let (broker, endpoint, log) = (broker.clone(), endpoint.clone(), log.clone());
+        if index == home {
+            actix_rt::spawn(serve(stream, peer, endpoint, broker, log));
+            continue;
+        }
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -97,30 +135,29 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Some(worker) = workers.pick() else { return };
-        let broker = broker.clone();
-        let endpoint = endpoint.clone();
-        let log = log.clone();
         worker.spawn(async move {
-            let stream = match TcpStream::from_std(std_stream) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    debug!(log, "socket adoption failed"; "error" => %e);
-                    return;
-                }
-            };
-            let timeout = endpoint.handshake_timeout;
-            match tokio::time::timeout(timeout, handshake(stream, &endpoint)).await {
-                Ok(Ok(Some((io, info)))) => {
-                    broker.accept(io, peer, Arc::clone(&endpoint.mqtt), info)
-                }
-                Ok(Ok(None)) => {
-                    debug!(log, "connection refused by transport rules"; "peer" => %peer)
-                }
-                Ok(Err(e)) => debug!(log, "handshake failed"; "peer" => %peer, "error" => %e),
-                Err(_) => debug!(log, "handshake timed out"; "peer" => %peer),
+            match TcpStream::from_std(std_stream) {
+                Ok(stream) => serve(stream, peer, endpoint, broker, log).await,
+                Err(e) => debug!(log, "socket adoption failed"; "error" => %e),
             }
         });
+    }
+}
+
+/// Runs the transport's handshakes on an accepted socket, then hands it to the broker.
+async fn serve(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    endpoint: Endpoint,
+    broker: BrokerHandle,
+    log: Logger,
+) {
+    let timeout = endpoint.handshake_timeout;
+    match tokio::time::timeout(timeout, handshake(stream, &endpoint)).await {
+        Ok(Ok(Some((io, info)))) => broker.accept(io, peer, Arc::clone(&endpoint.mqtt), info),
+        Ok(Ok(None)) => debug!(log, "connection refused by transport rules"; "peer" => %peer),
+        Ok(Err(e)) => debug!(log, "handshake failed"; "peer" => %peer, "error" => %e),
+        Err(_) => debug!(log, "handshake timed out"; "peer" => %peer),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The broker's threads: an actix System on its own thread, plus one worker Arbiter per core.
 //!
-//! The System thread binds the acceptors, starts the broker actors and runs the accept loops;
-//! connections live on the workers. `Server` is the handle the daemon and the tests hold: it
+//! The System thread binds the acceptors and starts the broker actors; the accept loops, the
+//! Registry and the connections live on the workers. `Server` is the handle the daemon and the tests hold: it
 //! knows the bound addresses and stops everything gracefully.
 
 use std::net::SocketAddr;
@@ -199,8 +199,9 @@ pub fn start_with_security(
                     };
                 let worker_pool = Arc::new(Workers::new(handles.clone()));
                 let mut addrs = Vec::new();
-                let mut tasks = Vec::new();
-                for (acceptor, endpoint, listener) in bound {
+                // Flips to true to stop every accept loop.
+                let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
+                for (i, (acceptor, endpoint, listener)) in bound.into_iter().enumerate() {
                     let addr = match listener.local_addr() {
                         Ok(addr) => addr,
                         Err(e) => {
@@ -211,21 +212,32 @@ pub fn start_with_security(
                     info!(log, "listening"; "acceptor" => &acceptor.name, "address" => %addr);
                     addrs.push((acceptor.name.clone(), addr));
                     let log = log.new(o!("acceptor" => acceptor.name.clone()));
-                    tasks.push(actix_rt::spawn(accept_loop(
+                    let listener = match listener.into_std() {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(StartError::Thread(e.to_string())));
+                            return;
+                        }
+                    };
+                    let Some((home, worker)) = worker_pool.home(i) else {
+                        let _ = ready_tx.send(Err(StartError::Thread("no workers".to_owned())));
+                        return;
+                    };
+                    worker.spawn(accept_loop(
                         listener,
+                        home,
                         endpoint,
                         Arc::clone(&worker_pool),
                         broker.handle(),
                         log,
-                    )));
+                        accepting.clone(),
+                    ));
                 }
                 if ready_tx.send(Ok((addrs, broker.handle()))).is_err() {
                     return;
                 }
                 let _ = stop_rx.await;
-                for task in &tasks {
-                    task.abort();
-                }
+                let _ = stop_accepting.send(true);
                 info!(
                     log,
                     "shutting down: no longer accepting, closing connections"

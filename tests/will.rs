@@ -315,6 +315,65 @@ async fn a_quick_reconnect_after_a_normal_disconnect_publishes_no_will() {
     watch.expect_silence(400).await;
 }
 
+/// [MQTT-3.1.3-9] A takeover is a new connection before the Will Delay Interval ran out: the
+/// old connection's delayed will is not published.
+#[tokio::test]
+async fn takeover_cancels_a_delayed_will() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let mut old = with_will(
+        &broker,
+        Protocol::V5,
+        "late",
+        will("will/late", QoS::AtMostOnce, false, Some(1)),
+        Some(60),
+        30,
+    )
+    .await;
+    let _new = with_will(
+        &broker,
+        Protocol::V5,
+        "late",
+        will("will/late", QoS::AtMostOnce, false, Some(1)),
+        Some(60),
+        30,
+    )
+    .await;
+    old.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    watch.expect_silence(1500).await;
+}
+
+/// [MQTT-3.14.4-3] MQTT 5 DISCONNECT with 0x04 asks for the will, also when the client
+/// reconnects at once and the old connection is taken over before it has read the DISCONNECT.
+#[tokio::test]
+async fn a_quick_reconnect_after_disconnect_with_will_publishes_the_will_once() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    for _ in 0..10 {
+        let mut client = with_will(
+            &broker,
+            Protocol::V5,
+            "asked",
+            will("will/asked", QoS::AtMostOnce, false, None),
+            None,
+            30,
+        )
+        .await;
+        client
+            .send_packet(&Packet::Disconnect(Disconnect::with_reason(
+                ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+            )))
+            .await;
+        let again = connect_with(Protocol::V5, "asked", |c| c.keep_alive = 30);
+        let (again, ack) = Raw::connect(broker.addr, Protocol::V5, &again).await;
+        assert_eq!(ack.code, ReasonCode::SUCCESS);
+        drop(client);
+        assert_eq!(watch.recv_publish().await.topic.as_str(), "will/asked");
+        again_disconnect(again).await;
+    }
+    watch.expect_silence(400).await;
+}
+
 async fn again_disconnect(mut raw: Raw) {
     raw.send_packet(&Packet::Disconnect(Disconnect::with_reason(
         ReasonCode::NORMAL_DISCONNECTION,

@@ -184,7 +184,7 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the store (reading back what it holds), then starts the TopicNode shards
-    /// round-robin over `workers` and the Registry on the current arbiter, with the recovered
+    /// round-robin over `workers` and the Registry on the first worker, with the recovered
     /// sessions and retained messages. Must be called inside a running actix System.
     pub fn start(
         config: &BrokerConfig,

@@ -13,7 +13,8 @@
 //!   (takeover) and decides when a session is gone.
 //! - [`session`]: the Session actor, one per client id, outliving connections until expiry:
 //!   subscriptions (the source of truth), QoS 1/2 in flight and the bounded queue (the state
-//!   machine is `proto::session`), inbound QoS 2 ids, the will.
+//!   machine is `proto::session`), inbound QoS 2 ids, the will, and the will of a connection
+//!   taken over until that connection says whether it had disconnected (`session::takeover`).
 //! - [`security`]: MQTT 5 enhanced authentication: the `AuthMethod` hook and SCRAM-SHA-256.
 //! - [`retain`]: the RetainStore actor: last retained message per topic, expiry, matching.
 //! - [`topic`]: TopicNode actors, the subscription trie sharded by first topic level, and the

@@ -66,9 +66,10 @@ pub struct RegistryParts {
 }
 
 impl Registry {
-    /// Starts the registry, with the sessions `recovered` from the store (spread over
-    /// `workers`, their subscriptions registered with the shards before this returns, so
-    /// nothing published afterwards misses them).
+    /// Starts the registry on the first worker (where most connections and sessions live, so
+    /// a CONNECT usually needs no thread switch), with the sessions `recovered` from the
+    /// store (spread over `workers`). Their subscriptions are registered with the shards on
+    /// this thread before this returns, so nothing published afterwards misses them.
     pub fn start(
         parts: RegistryParts,
         recovered: Vec<StoredSession>,
@@ -76,30 +77,32 @@ impl Registry {
         log: &Logger,
     ) -> Addr<Registry> {
         let log = log.new(o!("actor" => "registry"));
-        let workers = workers.to_vec();
-        let supervision = parts.supervision.clone();
-        supervision.start(None, "registry", "".into(), move |ctx| {
-            let mut registry = Registry {
-                sessions: HashMap::new(),
-                next_session_id: 1,
-                shared: Arc::new(SessionShared {
-                    registry: ctx.address(),
-                    router: parts.router,
-                    security: parts.security,
-                    metrics: parts.metrics,
-                    config: parts.config,
-                    scan_interval: parts.scan_interval,
-                    store: parts.store,
-                    log: log.clone(),
-                }),
-                supervision: parts.supervision,
-                log,
-            };
-            for (i, stored) in recovered.into_iter().enumerate() {
-                registry.start_recovered(stored, workers.get(i % workers.len().max(1)));
-            }
-            registry
-        })
+        let (addr, mailbox) = Supervision::mailbox();
+        let mut registry = Registry {
+            sessions: HashMap::new(),
+            next_session_id: 1,
+            shared: Arc::new(SessionShared {
+                registry: addr.clone(),
+                router: parts.router,
+                security: parts.security,
+                metrics: parts.metrics,
+                config: parts.config,
+                scan_interval: parts.scan_interval,
+                store: parts.store,
+                log: log.clone(),
+            }),
+            supervision: parts.supervision.clone(),
+            log,
+        };
+        for (i, stored) in recovered.into_iter().enumerate() {
+            registry.start_recovered(stored, workers.get(i % workers.len().max(1)));
+        }
+        parts
+            .supervision
+            .start_with(mailbox, workers.first(), "registry", "".into(), move |_| {
+                registry
+            });
+        addr
     }
 
     /// Starts a Session rebuilt from the store and registers its subscriptions.

@@ -219,11 +219,12 @@ impl Connection {
             .into_actor(self)
             .map(move |result, act, ctx| {
                 if act.state != State::Connecting {
-                    // Closed meanwhile (shutdown): the session must not stay attached to us.
+                    // Closed meanwhile (shutdown, or taken over already): the session must
+                    // not stay attached to us, and learns whether our will goes out.
                     if let Ok(Ok(attached)) = result {
                         attached.session.do_send(Detach {
                             conn_id: act.id,
-                            publish_will: false,
+                            publish_will: !act.clean_disconnect,
                             new_expiry: None,
                         });
                     }

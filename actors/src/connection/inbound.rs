@@ -29,6 +29,18 @@ impl Connection {
             }
             return;
         }
+        if self.state == State::TakenOver {
+            // Only a DISCONNECT still matters: it says whether our will goes out
+            // ([MQTT-3.14.4-3]); the session belongs to the new connection.
+            if let Packet::Disconnect(disconnect) = packet {
+                debug!(self.log, "client had disconnected"; "reason" => %disconnect.reason);
+                self.clean_disconnect =
+                    disconnect.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+                self.detach();
+                self.close(None, ctx);
+            }
+            return;
+        }
         if self.state == State::AwaitingConnect {
             match packet {
                 Packet::Connect(connect) => self.on_connect(connect, ctx),

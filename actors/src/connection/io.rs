@@ -54,10 +54,14 @@ impl ActorFuture<Connection> for IoDriver {
 
 impl Connection {
     fn reading(&self) -> bool {
-        matches!(
-            self.state,
-            State::AwaitingConnect | State::Authenticating | State::Connected
-        ) && self.routes_pending < super::ROUTE_WINDOW
+        match self.state {
+            State::AwaitingConnect | State::Authenticating | State::Connected => {
+                self.routes_pending < super::ROUTE_WINDOW
+            }
+            // Nothing is routed any more: it only looks for a DISCONNECT.
+            State::TakenOver => true,
+            State::Connecting | State::Closing => false,
+        }
     }
 
     /// Decodes what is buffered and reads more, within a budget.

@@ -44,6 +44,11 @@ const ROUTE_WINDOW: usize = 64;
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a taken-over connection still reads, for a DISCONNECT sent before the client
+/// reconnected. Sent first does not mean readable first: on loopback the old socket's bytes
+/// were seen to become readable after the new socket's CONNECT had been attached.
+const TAKEOVER_GRACE: Duration = Duration::from_millis(100);
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -55,6 +60,10 @@ enum State {
     Connecting,
     /// CONNACK sent.
     Connected,
+    /// Taken over by a new connection (`Kick` with Session Taken Over): for `TAKEOVER_GRACE`
+    /// it reads only to find a DISCONNECT, then closes. Its `Detach` tells the session whether
+    /// the client had disconnected, and so whether its will goes out.
+    TakenOver,
     /// Flushing the last bytes, then closing. Nothing more is read.
     Closing,
 }
@@ -299,7 +308,8 @@ impl Connection {
             return;
         }
         if let Some(reason) = reason {
-            if self.state == State::Connected && self.protocol().is_v5() {
+            let told = matches!(self.state, State::Connected | State::TakenOver);
+            if told && self.protocol().is_v5() {
                 let text = detail.unwrap_or_else(|| reason.name().to_owned());
                 let reason = reason.for_disconnect();
                 self.send(&Packet::Disconnect(Disconnect {
@@ -411,7 +421,7 @@ impl Handler<Outbound> for Connection {
             State::Connected => self.send_delivery(packet),
             // The session may answer before the Registry's reply reaches us: keep the order.
             State::Connecting => self.pending.push(packet),
-            State::AwaitingConnect | State::Authenticating | State::Closing => {}
+            State::AwaitingConnect | State::Authenticating | State::TakenOver | State::Closing => {}
         }
     }
 }
@@ -451,7 +461,7 @@ impl Handler<clock::Tick> for Connection {
                 }
             }
             // Keep alive starts at CONNACK; a closing connection has its own grace timer.
-            State::Connecting | State::Closing => {}
+            State::Connecting | State::TakenOver | State::Closing => {}
         }
     }
 }
@@ -468,9 +478,15 @@ impl Handler<Kick> for Connection {
     type Result = ();
 
     fn handle(&mut self, Kick(reason): Kick, ctx: &mut Self::Context) {
-        // The session is no longer ours: do not detach it when we stop.
-        if reason == ReasonCode::SESSION_TAKEN_OVER {
-            self.attachment = None;
+        if reason == ReasonCode::SESSION_TAKEN_OVER && self.state == State::Connected {
+            self.state = State::TakenOver;
+            self.wake_io();
+            ctx.run_later(TAKEOVER_GRACE, |act, ctx| {
+                if act.state == State::TakenOver {
+                    act.close(Some(ReasonCode::SESSION_TAKEN_OVER), ctx);
+                }
+            });
+            return;
         }
         self.close(Some(reason), ctx);
     }

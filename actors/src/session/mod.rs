@@ -12,11 +12,13 @@
 //! - this file: attach, detach, takeover, expiry, the will;
 //! - `delivery`: messages to the client, acknowledgements, flow control, inbound QoS 2;
 //! - `subscriptions`: SUBSCRIBE / UNSUBSCRIBE and retained messages at subscribe time;
-//! - `persist`: what a persistent session writes to the store, and its rebuilding from it.
+//! - `persist`: what a persistent session writes to the store, and its rebuilding from it;
+//! - `takeover`: the will of a taken-over connection, until that connection reports.
 
 mod delivery;
 mod persist;
 mod subscriptions;
+mod takeover;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -123,6 +125,8 @@ pub struct Session {
     /// The will of the current (or last) connection (boxed: most clients have none).
     will: Option<Box<Will>>,
     will_timer: Option<SpawnHandle>,
+    /// Wills of connections taken over, waiting for them to say how they ended (`takeover`).
+    taken_over: Rare<takeover::TakenOver>,
     /// Deliveries dropped because they exceeded the client's Maximum Packet Size.
     dropped_too_large: u64,
     /// When drops were last logged (drops are logged at most every few seconds).
@@ -166,6 +170,7 @@ impl Session {
             inbound_maximum: u16::MAX,
             will: None,
             will_timer: None,
+            taken_over: Rare::default(),
             dropped_too_large: 0,
             drops_logged_at: None,
             generation: 0,
@@ -397,11 +402,9 @@ impl Handler<Attach> for Session {
                 info!(self.log(), "session taken over";
                     "old_conn" => old.conn_id, "new_conn" => msg.link.conn_id);
                 old.addr.do_send(Kick(ReasonCode::SESSION_TAKEN_OVER));
-                // The old connection ended abnormally; the new one is already here, so only a
-                // will without delay is published ([MQTT-3.1.4-3], [MQTT-3.1.3-9]).
-                if self.will.as_ref().is_some_and(|w| w.delay == 0) {
-                    self.publish_will();
-                }
+                // Whether it had sent a DISCONNECT only the old connection can tell: its will
+                // waits for its word.
+                self.hold_will_of_taken_over(old.conn_id, ctx);
                 discard = self.expiry == Some(0);
             }
         }
@@ -448,6 +451,7 @@ impl Handler<Detach> for Session {
 
     fn handle(&mut self, msg: Detach, ctx: &mut Self::Context) {
         if !self.is_current(msg.conn_id) {
+            self.taken_over_reported(msg.conn_id, msg.publish_will, ctx);
             return;
         }
         self.link = None;
@@ -479,7 +483,7 @@ impl Handler<EndSession> for Session {
     type Result = ();
 
     fn handle(&mut self, _: EndSession, ctx: &mut Self::Context) {
-        ctx.stop();
+        self.stop_after_reports(ctx);
     }
 }
 
