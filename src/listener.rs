@@ -92,6 +92,8 @@ pub async fn accept_loop(
     log: Logger,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Shared by every socket's handshake task: one pointer each instead of a copy.
+    let endpoint = Arc::new(endpoint);
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
@@ -123,7 +125,7 @@ pub async fn accept_loop(
         let Some((index, worker)) = workers.pick() else {
             return;
         };
-        let (broker, endpoint, log) = (broker.clone(), endpoint.clone(), log.clone());
+        let (broker, endpoint, log) = (broker.clone(), Arc::clone(&endpoint), log.clone());
         if index == home {
             actix_rt::spawn(serve(stream, peer, endpoint, broker, log));
             continue;
@@ -148,7 +150,7 @@ pub async fn accept_loop(
 async fn serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     broker: BrokerHandle,
     log: Logger,
 ) {
@@ -170,28 +172,45 @@ async fn handshake(stream: TcpStream, endpoint: &Endpoint) -> io::Result<Accepte
         return Ok(None);
     }
     match (first[0], &endpoint.tls) {
-        (0x16, Some(tls)) => {
-            let tls_stream = tls.acceptor().accept(stream).await?;
-            let identity = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| certificate_identity(cert));
-            // Sniff again inside TLS: a small buffer, so that little stays allocated.
-            let mut inner = BufReader::with_capacity(64, tls_stream);
-            let is_ws = inner.fill_buf().await?.first() == Some(&b'G');
-            finish(inner, is_ws, true, identity, endpoint)
+        // The TLS and WebSocket handshakes are large futures (the TLS one over 15 KB): boxed,
+        // so that the plain-TCP path, which every task of a connect burst is sized for, stays
+        // small and leaves no large holes in the heap.
+        (0x16, Some(tls)) => Box::pin(tls_handshake(stream, tls, endpoint))
+            .await
+            .map(Some),
+        (b'G', _) if endpoint.plain_allowed() => {
+            Box::pin(finish(stream, true, false, None, endpoint))
                 .await
                 .map(Some)
         }
-        (byte, _) if endpoint.plain_allowed() => {
-            finish(stream, byte == b'G', false, None, endpoint)
-                .await
-                .map(Some)
-        }
+        (_, _) if endpoint.plain_allowed() => Ok(Some((
+            Box::new(stream),
+            TransportInfo {
+                kind: "tcp",
+                client_identity: None,
+            },
+        ))),
         _ => Ok(None),
     }
+}
+
+/// TLS, then the first decrypted bytes tell MQTT from a WebSocket upgrade.
+async fn tls_handshake(
+    stream: TcpStream,
+    tls: &Tls,
+    endpoint: &Endpoint,
+) -> io::Result<(Box<dyn Transport>, TransportInfo)> {
+    let tls_stream = tls.acceptor().accept(stream).await?;
+    let identity = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| certificate_identity(cert));
+    // Sniff again inside TLS: a small buffer, so that little stays allocated.
+    let mut inner = BufReader::with_capacity(64, tls_stream);
+    let is_ws = inner.fill_buf().await?.first() == Some(&b'G');
+    finish(inner, is_ws, true, identity, endpoint).await
 }
 
 async fn finish<S>(
