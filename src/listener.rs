@@ -1,63 +1,82 @@
 //! Accepting connections: one accept loop per acceptor; on a worker arbiter, the first bytes
 //! tell TCP, TLS and WebSocket apart on one port.
 //!
-//! Each accept loop runs on a worker arbiter itself (acceptors spread over the workers), and
-//! sockets go to the workers round-robin. One for the loop's own worker is served right there
-//! (no thread switch: with one worker, a CONNECT never leaves its thread). A tokio socket
-//! stays driven by the reactor it was created on, so one for another worker is turned into a
-//! std socket, moved, and rebuilt there; the TLS and WebSocket handshakes run on the worker
-//! too. Sniffing: `0x16` starts a TLS handshake
+//! Every acceptor binds one listening socket per worker, with `SO_REUSEPORT`, and each worker
+//! runs an accept loop on its own: the kernel spreads connections over the workers, and a
+//! socket is served on the thread that accepted it (no hand-over between threads; with one
+//! worker a CONNECT never leaves its thread). The TLS and WebSocket handshakes run there too.
+//! Sniffing: `0x16` starts a TLS handshake
 //! (when the acceptor has TLS), after which the first decrypted bytes are sniffed again; `GET`
 //! is a WebSocket upgrade; anything else is raw MQTT (whose decoder closes on garbage). With
 //! `sslEnabled=true` only TLS is accepted; with `optional`, all four transports are. The whole
 //! handshake is bounded by `core.handshake_timeout`.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use slog::{debug, warn, Logger};
 use starling_actors::broker::{BrokerHandle, Transport, TransportInfo};
 use starling_actors::config::MqttConfig;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::tls::{certificate_identity, SslMode, Tls};
 use crate::websocket::{self, WsSettings};
 
-/// Round-robin over the worker arbiters.
-#[derive(Debug)]
-pub struct Workers {
-    arbiters: Vec<ArbiterHandle>,
-    next: AtomicUsize,
-}
-
-impl Workers {
-    /// Workers over started arbiters (at least one).
-    pub fn new(arbiters: Vec<ArbiterHandle>) -> Workers {
-        Workers {
-            arbiters,
-            next: AtomicUsize::new(0),
+/// Binds `count` listening sockets to `address` with `SO_REUSEPORT`, one per worker: the kernel
+/// spreads incoming connections over them, so each worker accepts and serves its own share with
+/// no socket handed between threads. The first socket resolves port 0; the others join it.
+/// Must run inside a tokio runtime (the sockets are converted to std ones for their workers).
+pub async fn bind_for_workers(
+    address: &str,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        match bind_group(addr, count.max(1)) {
+            Ok(listeners) => return Ok(listeners),
+            Err(e) => last_error = Some(e),
         }
     }
-
-    /// The next worker, round-robin, with its index.
-    fn pick(&self) -> Option<(usize, &ArbiterHandle)> {
-        if self.arbiters.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        self.arbiters.get(i).map(|arbiter| (i, arbiter))
-    }
-
-    /// The worker an acceptor's accept loop runs on (acceptors are spread over them).
-    pub fn home(&self, acceptor: usize) -> Option<(usize, &ArbiterHandle)> {
-        let i = acceptor % self.arbiters.len().max(1);
-        self.arbiters.get(i).map(|arbiter| (i, arbiter))
-    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
+
+fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        // With `SO_REUSEPORT` alone, a second broker on this port would silently share it. A
+        // plain bind first fails, as it should, when anything listens there already.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let first = listen_on(addr)?;
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first.into_std()?];
+    for _ in 1..count {
+        listeners.push(listen_on(bound)?.into_std()?);
+    }
+    Ok(listeners)
+}
+
+fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel holds per listening socket.
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// Everything one acceptor needs to serve a socket.
 #[derive(Debug, Clone)]
@@ -80,14 +99,11 @@ impl Endpoint {
     }
 }
 
-/// Accepts connections until `stop` flips to true (or its sender is gone). It runs on worker
-/// `home`: a socket it gives to that same worker is served where it was accepted, with no
-/// thread switch; one for another worker is handed over as a std socket.
+/// Accepts connections until `stop` flips to true (or its sender is gone), and serves each on
+/// this worker: the listener is this worker's own (`bind_for_workers`).
 pub async fn accept_loop(
     listener: std::net::TcpListener,
-    home: usize,
     endpoint: Endpoint,
-    workers: Arc<Workers>,
     broker: BrokerHandle,
     log: Logger,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -122,27 +138,8 @@ pub async fn accept_loop(
         };
         // Small packets must leave at once (Nagle adds ~40 ms).
         let _ = stream.set_nodelay(true);
-        let Some((index, worker)) = workers.pick() else {
-            return;
-        };
         let (broker, endpoint, log) = (broker.clone(), Arc::clone(&endpoint), log.clone());
-        if index == home {
-            actix_rt::spawn(serve(stream, peer, endpoint, broker, log));
-            continue;
-        }
-        let std_stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(log, "socket hand-over failed"; "error" => %e);
-                continue;
-            }
-        };
-        worker.spawn(async move {
-            match TcpStream::from_std(std_stream) {
-                Ok(stream) => serve(stream, peer, endpoint, broker, log).await,
-                Err(e) => debug!(log, "socket adoption failed"; "error" => %e),
-            }
-        });
+        actix_rt::spawn(serve(stream, peer, endpoint, broker, log));
     }
 }
 

@@ -14,10 +14,9 @@ use actix::prelude::*;
 use slog::{info, o, Logger};
 use starling_actors::broker::{Broker, BrokerHandle, BrokerSecurity};
 use starling_actors::security::{DefaultSecurityManager, SecurityManager};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::listener::{accept_loop, Endpoint, Workers};
+use crate::listener::{accept_loop, bind_for_workers, Endpoint};
 use crate::settings::{Settings, SettingsError};
 use crate::tls::{SslMode, Tls};
 
@@ -172,8 +171,8 @@ pub fn start_with_security(
                 let mut bound = Vec::new();
                 for (acceptor, endpoint) in acceptors.into_iter().zip(endpoints) {
                     let address = acceptor.bind_address();
-                    match TcpListener::bind(&address).await {
-                        Ok(listener) => bound.push((acceptor, endpoint, listener)),
+                    match bind_for_workers(&address, handles.len()).await {
+                        Ok(listeners) => bound.push((acceptor, endpoint, listeners)),
                         Err(source) => {
                             let _ = ready_tx.send(Err(StartError::Bind {
                                 acceptor: acceptor.name,
@@ -197,41 +196,33 @@ pub fn start_with_security(
                             return;
                         }
                     };
-                let worker_pool = Arc::new(Workers::new(handles.clone()));
                 let mut addrs = Vec::new();
                 // Flips to true to stop every accept loop.
                 let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
-                for (i, (acceptor, endpoint, listener)) in bound.into_iter().enumerate() {
-                    let addr = match listener.local_addr() {
-                        Ok(addr) => addr,
-                        Err(e) => {
+                for (acceptor, endpoint, listeners) in bound {
+                    let addr = match listeners.first().map(std::net::TcpListener::local_addr) {
+                        Some(Ok(addr)) => addr,
+                        Some(Err(e)) => {
                             let _ = ready_tx.send(Err(StartError::Thread(e.to_string())));
+                            return;
+                        }
+                        None => {
+                            let _ = ready_tx.send(Err(StartError::Thread("no workers".to_owned())));
                             return;
                         }
                     };
                     info!(log, "listening"; "acceptor" => &acceptor.name, "address" => %addr);
                     addrs.push((acceptor.name.clone(), addr));
                     let log = log.new(o!("acceptor" => acceptor.name.clone()));
-                    let listener = match listener.into_std() {
-                        Ok(listener) => listener,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(StartError::Thread(e.to_string())));
-                            return;
-                        }
-                    };
-                    let Some((home, worker)) = worker_pool.home(i) else {
-                        let _ = ready_tx.send(Err(StartError::Thread("no workers".to_owned())));
-                        return;
-                    };
-                    worker.spawn(accept_loop(
-                        listener,
-                        home,
-                        endpoint,
-                        Arc::clone(&worker_pool),
-                        broker.handle(),
-                        log,
-                        accepting.clone(),
-                    ));
+                    for (listener, worker) in listeners.into_iter().zip(&handles) {
+                        worker.spawn(accept_loop(
+                            listener,
+                            endpoint.clone(),
+                            broker.handle(),
+                            log.clone(),
+                            accepting.clone(),
+                        ));
+                    }
                 }
                 if ready_tx.send(Ok((addrs, broker.handle()))).is_err() {
                     return;

@@ -1,5 +1,5 @@
-//! The `starling` binary as a daemon: listening lines in the log, a port already in use,
-//! graceful shutdown on SIGTERM.
+//! The `starling` binary as a daemon: listening lines in the log, a port already in use (also
+//! by another broker), graceful shutdown on SIGTERM.
 
 mod common;
 
@@ -64,4 +64,29 @@ fn a_port_in_use_is_a_clear_error_and_exit_code_1() {
         stderr.contains("\"main\"") && stderr.contains(&format!("127.0.0.1:{port}")),
         "{stderr}"
     );
+}
+
+/// Each worker listens on its own `SO_REUSEPORT` socket, yet a second broker on a port a
+/// running broker holds is refused like any port in use, not let in to share its clients.
+#[test]
+fn a_second_broker_on_a_busy_port_is_refused() {
+    let (settings, _data) = settings_file("tcp://127.0.0.1:0?protocols=MQTT");
+    let (mut first, addr) = spawn_daemon(settings.path());
+    let (again, _again_data) = settings_file(&format!("tcp://{addr}?protocols=MQTT"));
+    let mut second = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .arg("-c")
+        .arg(again.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run starling");
+    // `wait_exit` kills it and fails the test if it runs on.
+    let status = wait_exit(&mut second);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = second.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert!(stderr.contains(&addr.to_string()), "{stderr}");
 }
