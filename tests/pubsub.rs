@@ -273,3 +273,36 @@ async fn disconnect_closes_the_connection() {
     .await;
     raw.expect_closed().await;
 }
+
+/// Publishes a client sent before its DISCONNECT are routed before its connection goes, even
+/// when they arrive in one burst with the DISCONNECT (the connection may not drop publishes
+/// still waiting for a busy shard).
+#[tokio::test]
+async fn qos0_publishes_sent_just_before_disconnect_are_all_delivered() {
+    const SUBSCRIBERS: usize = 200;
+    const MESSAGES: usize = 300;
+    let broker = TestBroker::default_broker();
+    let mut subs = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let (mut raw, _) = Raw::connected(broker.addr, Protocol::V311, &format!("s{i}")).await;
+        raw.subscribe("burst", QoS::AtMostOnce).await;
+        subs.push(raw);
+    }
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "p").await;
+    let mut burst = bytes::BytesMut::new();
+    for i in 0..MESSAGES {
+        let packet = publish("burst", QoS::AtMostOnce, None, i.to_string());
+        starling_proto::encode(&packet, Protocol::V311, &mut burst).expect("encode");
+    }
+    let bye = Packet::Disconnect(starling_proto::Disconnect::with_reason(
+        ReasonCode::NORMAL_DISCONNECTION,
+    ));
+    starling_proto::encode(&bye, Protocol::V311, &mut burst).expect("encode");
+    publisher.send(&burst).await;
+    drop(publisher);
+    for sub in subs.iter_mut().step_by(SUBSCRIBERS / 10) {
+        for i in 0..MESSAGES {
+            expect_publish(sub, "burst", i.to_string().as_bytes()).await;
+        }
+    }
+}

@@ -100,15 +100,14 @@ impl Connection {
             match poll_read_buf(self.io.as_mut(), task, &mut self.inbuf) {
                 Poll::Ready(Ok(0)) => {
                     debug!(self.log, "peer closed the connection");
-                    self.state = State::Closing;
-                    ctx.stop();
+                    // Stops once what it published is routed (see `flush`).
+                    self.close(None, ctx);
                     return;
                 }
                 Poll::Ready(Ok(n)) => count(&self.broker.metrics.local().bytes_in, n as u64),
                 Poll::Ready(Err(e)) => {
                     debug!(self.log, "read failed"; "error" => %e);
-                    self.state = State::Closing;
-                    ctx.stop();
+                    self.close(None, ctx);
                     return;
                 }
                 Poll::Pending => {
@@ -128,8 +127,14 @@ impl Connection {
             match self.io.as_mut().poll_write(task, &self.outbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     debug!(self.log, "write failed");
-                    ctx.stop();
-                    return Poll::Ready(());
+                    self.outbuf.clear();
+                    if self.routes_pending == 0 {
+                        ctx.stop();
+                        return Poll::Ready(());
+                    }
+                    // Stops once what it published is routed, as below.
+                    self.close(None, ctx);
+                    return Poll::Pending;
                 }
                 Poll::Ready(Ok(n)) => {
                     self.outbuf.advance(n);
@@ -158,7 +163,9 @@ impl Connection {
                 return Poll::Ready(());
             }
         }
-        if self.state == State::Closing {
+        // A publish read before the close is routed before the connection goes: a route that
+        // met a full shard mailbox is still held by this actor (bounded by the close grace).
+        if self.state == State::Closing && self.routes_pending == 0 {
             match self.io.as_mut().poll_shutdown(task) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(_) => {
