@@ -97,8 +97,10 @@ sys_interval = 0
 [logging]
 level = "warning"
 [session]
-# The same bounds as the Mosquitto configuration below.
-max_queued_messages = 100000
+# The same bounds as the Mosquitto configuration below. The queue holds a whole fan-in run
+# (4 x 250 000): four QoS 1 publishers outpace one subscriber, and a smaller bound would make
+# both brokers drop (lose) messages instead of measuring how fast they deliver them.
+max_queued_messages = 2000000
 max_inflight_messages = 64
 [persistence]
 # Clean sessions store nothing; the store still lives in the scratch directory.
@@ -113,7 +115,7 @@ EOF
         cat >"$WORK/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1
 allow_anonymous true
-max_queued_messages 100000
+max_queued_messages 2000000
 max_inflight_messages 64
 # Starling always sets TCP_NODELAY; without this Mosquitto's acks meet 40 ms Nagle stalls.
 set_tcp_nodelay true
