@@ -12,6 +12,7 @@ use actix::prelude::*;
 use bytes::{Buf, BytesMut};
 use slog::debug;
 use starling_proto::decode;
+use tokio::io::ReadBuf;
 use tokio_util::io::poll_read_buf;
 
 use super::{Connection, State};
@@ -19,11 +20,10 @@ use crate::metrics::count;
 
 /// Reads and decodes at most this many times per poll, then yields to the actor's mailbox.
 const READ_BUDGET: usize = 32;
-/// Smallest free space worth reading into; the buffer grows by `READ_CHUNK`.
+/// Smallest free space worth reading into (and the size of a read into an idle connection's
+/// stack, see `poll_fill`); the buffer grows by `READ_CHUNK`.
 const MIN_READ_SPACE: usize = 512;
 const READ_CHUNK: usize = 4096;
-/// The first read of a connection, for its CONNECT (larger ones grow the buffer).
-const FIRST_READ: usize = 512;
 /// Buffers larger than this are released once empty instead of kept for the next packet.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
@@ -88,16 +88,14 @@ impl Connection {
                 }
             }
             if self.inbuf.capacity() - self.inbuf.len() < MIN_READ_SPACE {
-                // A CONNECT is small: a burst of new connections, each holding a full chunk
-                // while it waits for its turn, would leave the heap fragmented for good.
-                let chunk = if self.state == State::AwaitingConnect && self.inbuf.capacity() == 0 {
-                    FIRST_READ
+                if self.inbuf.is_empty() {
+                    // Too small to read into: the next read goes to the stack (`poll_fill`).
+                    self.inbuf = BytesMut::new();
                 } else {
-                    READ_CHUNK
-                };
-                self.inbuf.reserve(chunk);
+                    self.inbuf.reserve(READ_CHUNK);
+                }
             }
-            match poll_read_buf(self.io.as_mut(), task, &mut self.inbuf) {
+            match self.poll_fill(task) {
                 Poll::Ready(Ok(0)) => {
                     debug!(self.log, "peer closed the connection");
                     // Stops once what it published is routed (see `flush`).
@@ -117,6 +115,26 @@ impl Connection {
                     return;
                 }
             }
+        }
+    }
+
+    /// Reads what the socket has into `inbuf`. A released (idle) buffer is not allocated up
+    /// front: the read goes to the stack, and the buffer is made the size of what came. So a
+    /// read that finds nothing costs no allocation, and the small packets of a quiet client
+    /// (or a CONNECT in a connect burst) take their own size, not a whole chunk.
+    fn poll_fill(&mut self, task: &mut TaskContext<'_>) -> Poll<std::io::Result<usize>> {
+        if self.inbuf.capacity() > 0 {
+            return poll_read_buf(self.io.as_mut(), task, &mut self.inbuf);
+        }
+        let mut stack = [0u8; MIN_READ_SPACE];
+        let mut read = ReadBuf::new(&mut stack);
+        match self.io.as_mut().poll_read(task, &mut read) {
+            Poll::Ready(Ok(())) => {
+                self.inbuf.extend_from_slice(read.filled());
+                Poll::Ready(Ok(read.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
