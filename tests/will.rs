@@ -285,28 +285,11 @@ async fn a_quick_reconnect_after_a_normal_disconnect_publishes_no_will() {
     let broker = TestBroker::default_broker();
     let mut watch = watcher(&broker, "will/#").await;
     for _ in 0..20 {
-        let mut client = with_will(
+        let (client, again) = disconnect_and_reconnect_at_once(
             &broker,
             Protocol::V311,
             "quick",
-            will("will/quick", QoS::AtMostOnce, false, None),
-            None,
-            30,
-        )
-        .await;
-        client
-            .send_packet(&Packet::Disconnect(Disconnect::with_reason(
-                ReasonCode::NORMAL_DISCONNECTION,
-            )))
-            .await;
-        // Reconnect without waiting for the close.
-        let again = with_will(
-            &broker,
-            Protocol::V311,
-            "quick",
-            will("will/quick", QoS::AtMostOnce, false, None),
-            None,
-            30,
+            ReasonCode::NORMAL_DISCONNECTION,
         )
         .await;
         drop(client);
@@ -350,28 +333,38 @@ async fn a_quick_reconnect_after_disconnect_with_will_publishes_the_will_once() 
     let broker = TestBroker::default_broker();
     let mut watch = watcher(&broker, "will/#").await;
     for _ in 0..10 {
-        let mut client = with_will(
+        let (client, again) = disconnect_and_reconnect_at_once(
             &broker,
             Protocol::V5,
             "asked",
-            will("will/asked", QoS::AtMostOnce, false, None),
-            None,
-            30,
+            ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
         )
         .await;
-        client
-            .send_packet(&Packet::Disconnect(Disconnect::with_reason(
-                ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
-            )))
-            .await;
-        let again = connect_with(Protocol::V5, "asked", |c| c.keep_alive = 30);
-        let (again, ack) = Raw::connect(broker.addr, Protocol::V5, &again).await;
-        assert_eq!(ack.code, ReasonCode::SUCCESS);
         drop(client);
         assert_eq!(watch.recv_publish().await.topic.as_str(), "will/asked");
         again_disconnect(again).await;
     }
     watch.expect_silence(400).await;
+}
+
+/// Connects `id` with a will on `will/{id}`, sends DISCONNECT with `reason` and connects again
+/// at once, without waiting for the broker to close the first connection; returns both.
+async fn disconnect_and_reconnect_at_once(
+    broker: &TestBroker,
+    protocol: Protocol,
+    id: &str,
+    reason: ReasonCode,
+) -> (Raw, Raw) {
+    let topic = format!("will/{id}");
+    let w = will(&topic, QoS::AtMostOnce, false, None);
+    let mut client = with_will(broker, protocol, id, w, None, 30).await;
+    client
+        .send_packet(&Packet::Disconnect(Disconnect::with_reason(reason)))
+        .await;
+    let again = connect_with(protocol, id, |c| c.keep_alive = 30);
+    let (again, ack) = Raw::connect(broker.addr, protocol, &again).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    (client, again)
 }
 
 async fn again_disconnect(mut raw: Raw) {
