@@ -140,9 +140,11 @@ pub struct SessionParams {
     pub principal: Arc<crate::security::Principal>,
 }
 
-/// Connection -> Registry: find or create the session for a client id and attach to it.
+/// Connection -> Registry: find or create the session for a client id and attach to it. The
+/// answer is the session's own answer to `Attach`, still to come: the connection waits for it
+/// directly, so the session's reply does not pass back through the Registry's thread.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Attached, SessionUnavailable>")]
+#[rtype(result = "AttachReply")]
 pub struct OpenSession {
     /// The client id (after any rewrite or assignment).
     pub client_id: Arc<str>,
@@ -154,7 +156,10 @@ pub struct OpenSession {
     pub arbiter: ArbiterHandle,
 }
 
-/// The answer to `OpenSession` / `Attach`.
+/// The session's answer to `Attach`, as the Registry hands it to the connection.
+pub type AttachReply = actix::dev::Request<crate::session::Session, Attach>;
+
+/// The answer to `Attach`.
 #[derive(Debug, Clone)]
 pub struct Attached {
     /// The Session the connection now belongs to.
@@ -166,11 +171,6 @@ pub struct Attached {
     /// What to send right after CONNACK: unacknowledged PUBLISH (DUP) and PUBREL, in order.
     pub replay: Vec<Packet>,
 }
-
-/// The session could not be opened (its actor is gone); the client is told to retry.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the session actor for this client id is not available")]
-pub struct SessionUnavailable;
 
 /// Registry -> Session: a connection takes the session over.
 #[derive(Debug, Message)]

@@ -10,15 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{debug, info, o, warn, Logger};
+use slog::{debug, info, o, Logger};
 use starling_proto::TopicFilter;
 
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::msg::{
-    Attach, Attached, CollectSubscriptions, EndSession, FlushSessions, GetSessionInfo, Inbox,
-    OpenSession, QuerySession, SessionEnded, SessionId, SessionInfo, SessionUnavailable,
-    Subscriber, SubscriptionsFor,
+    Attach, CollectSubscriptions, EndSession, FlushSessions, GetSessionInfo, Inbox, OpenSession,
+    QuerySession, SessionEnded, SessionId, SessionInfo, Subscriber, SubscriptionsFor,
 };
 use crate::security::SecurityManager;
 use crate::session::{Session, SessionShared};
@@ -154,7 +153,7 @@ impl Actor for Registry {
 }
 
 impl Handler<OpenSession> for Registry {
-    type Result = ResponseFuture<Result<Attached, SessionUnavailable>>;
+    type Result = MessageResult<OpenSession>;
 
     fn handle(&mut self, msg: OpenSession, _: &mut Self::Context) -> Self::Result {
         let entry = match self.sessions.get_mut(&msg.client_id) {
@@ -186,18 +185,11 @@ impl Handler<OpenSession> for Registry {
         };
         entry.generation += 1;
         // `send` enqueues now, in the order CONNECTs reached the registry.
-        let reply = entry.session.addr.send(Attach {
+        MessageResult(entry.session.addr.send(Attach {
             link: msg.link,
             params: msg.params,
             generation: entry.generation,
-        });
-        let log = self.log.clone();
-        Box::pin(async move {
-            reply.await.map_err(|e| {
-                warn!(log, "session actor unavailable"; "error" => %e);
-                SessionUnavailable
-            })
-        })
+        }))
     }
 }
 

@@ -213,15 +213,16 @@ impl Connection {
             arbiter: Arbiter::current(),
         };
         let keep_alive_changed = self.keep_alive != connect.keep_alive;
-        self.broker
-            .registry
-            .send(open)
-            .into_actor(self)
+        // The Registry answers with the session's reply still to come; we wait for that here,
+        // so it comes straight from the session.
+        let opened = self.broker.registry.send(open);
+        let attached = async move { opened.await?.await };
+        actix::fut::wrap_future::<_, Self>(attached)
             .map(move |result, act, ctx| {
                 if act.state != State::Connecting {
                     // Closed meanwhile (shutdown, or taken over already): the session must
                     // not stay attached to us, and learns whether our will goes out.
-                    if let Ok(Ok(attached)) = result {
+                    if let Ok(attached) = result {
                         attached.session.do_send(Detach {
                             conn_id: act.id,
                             publish_will: !act.clean_disconnect,
@@ -231,7 +232,7 @@ impl Connection {
                     return;
                 }
                 match result {
-                    Ok(Ok(attached)) => {
+                    Ok(attached) => {
                         let mut properties = act.connack_properties(assigned, keep_alive_changed);
                         if let Some((data, _)) = auth {
                             properties.authentication_method = act.auth_method().map(str::to_owned);
@@ -266,7 +267,10 @@ impl Connection {
                             "session_present" => attached.session_present);
                         act.start_keep_alive();
                     }
-                    Ok(Err(_)) | Err(_) => act.refuse(ReasonCode::SERVER_UNAVAILABLE, ctx),
+                    Err(e) => {
+                        warn!(act.log, "session actor unavailable"; "error" => %e);
+                        act.refuse(ReasonCode::SERVER_UNAVAILABLE, ctx);
+                    }
                 }
             })
             .spawn(ctx);
