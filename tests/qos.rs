@@ -338,3 +338,32 @@ async fn overlapping_subscriptions_carry_every_subscription_identifier() {
     assert_eq!(ids, vec![7, 9]);
     sub.expect_silence(200).await;
 }
+
+/// A QoS 2 PUBLISH followed at once by DISCONNECT: the message is routed (it is the session's
+/// from the moment it is handed over) and the connection closes at once. It does not wait out
+/// the 2 s close grace for a PUBREC that can no longer reach it.
+#[tokio::test]
+async fn a_qos2_publish_right_before_disconnect_is_routed_and_the_close_is_prompt() {
+    let broker = TestBroker::default_broker();
+    let (mut sub, _) = Raw::connected(broker.addr, Protocol::V311, "watch").await;
+    sub.subscribe("last/word", QoS::ExactlyOnce).await;
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "leaving").await;
+    let mut burst = bytes::BytesMut::new();
+    let last = publish("last/word", QoS::ExactlyOnce, Some(1), "bye");
+    starling_proto::encode(&last, Protocol::V311, &mut burst).expect("encode");
+    let bye = Packet::Disconnect(starling_proto::Disconnect::with_reason(
+        ReasonCode::NORMAL_DISCONNECTION,
+    ));
+    starling_proto::encode(&bye, Protocol::V311, &mut burst).expect("encode");
+    let start = std::time::Instant::now();
+    publisher.send(&burst).await;
+    // A PUBREC may or may not come first; then the broker closes.
+    while publisher.recv().await.is_some() {}
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(1500),
+        "the close took {:?}",
+        start.elapsed()
+    );
+    let delivered = sub.recv_publish().await;
+    assert_eq!(delivered.topic.as_str(), "last/word");
+}

@@ -174,11 +174,16 @@ impl Connection {
             .push_back((id, ReasonCode::SUCCESS, false));
         let origin = self.attachment.as_ref().map(|a| a.session_id);
         let msg = Arc::new(Message::from_publish(publish, origin, Instant::now()));
+        self.routes_held += 1;
         self.broker
             .router
             .publish_confirmed(msg, None)
             .into_actor(self)
-            .map(move |matched, act, ctx| act.qos1_routed(id, matched, ctx))
+            .map(move |matched, act, ctx| {
+                act.routes_held = act.routes_held.saturating_sub(1);
+                act.wake_io();
+                act.qos1_routed(id, matched, ctx);
+            })
             .spawn(ctx);
     }
 
@@ -335,12 +340,14 @@ impl Connection {
         let origin = self.attachment.as_ref().map(|a| a.session_id);
         let msg = Arc::new(Message::from_publish(publish, origin, Instant::now()));
         self.routes_pending += 1;
+        self.routes_held += 1;
         self.broker
             .router
             .publish_confirmed(msg, None)
             .into_actor(self)
             .map(move |matched, act, ctx| {
                 act.routes_pending = act.routes_pending.saturating_sub(1);
+                act.routes_held = act.routes_held.saturating_sub(1);
                 act.wake_io();
                 if let Some(id) = ack {
                     act.qos1_routed(id, matched, ctx);

@@ -138,6 +138,18 @@ impl Connection {
         }
     }
 
+    /// The socket cannot be written: nothing more goes out. The connection stops now, or once
+    /// the publishes it holds are routed (`routes_held`).
+    fn socket_failed(&mut self, ctx: &mut Context<Self>) -> Poll<()> {
+        self.outbuf.clear();
+        if self.routes_held == 0 {
+            ctx.stop();
+            return Poll::Ready(());
+        }
+        self.close(None, ctx);
+        Poll::Pending
+    }
+
     /// Writes out the buffer; once closing and flushed, shuts the socket and stops.
     fn flush(&mut self, ctx: &mut Context<Self>, task: &mut TaskContext<'_>) -> Poll<()> {
         let mut wrote = false;
@@ -145,14 +157,7 @@ impl Connection {
             match self.io.as_mut().poll_write(task, &self.outbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     debug!(self.log, "write failed");
-                    self.outbuf.clear();
-                    if self.routes_pending == 0 {
-                        ctx.stop();
-                        return Poll::Ready(());
-                    }
-                    // Stops once what it published is routed, as below.
-                    self.close(None, ctx);
-                    return Poll::Pending;
+                    return self.socket_failed(ctx);
                 }
                 Poll::Ready(Ok(n)) => {
                     self.outbuf.advance(n);
@@ -177,13 +182,13 @@ impl Connection {
         if wrote {
             // TLS and WebSocket transports hold bytes until flushed.
             if let Poll::Ready(Err(_)) = self.io.as_mut().poll_flush(task) {
-                ctx.stop();
-                return Poll::Ready(());
+                debug!(self.log, "flush failed");
+                return self.socket_failed(ctx);
             }
         }
         // A publish read before the close is routed before the connection goes: a route that
         // met a full shard mailbox is still held by this actor (bounded by the close grace).
-        if self.state == State::Closing && self.routes_pending == 0 {
+        if self.state == State::Closing && self.routes_held == 0 {
             match self.io.as_mut().poll_shutdown(task) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(_) => {

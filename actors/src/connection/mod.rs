@@ -132,6 +132,10 @@ pub struct Connection {
     /// connection stops reading, so a fast publisher is slowed by TCP instead of growing the
     /// shards' mailboxes.
     routes_pending: usize,
+    /// Publishes whose route this actor holds until the shard confirms it (QoS 0 and 1): a
+    /// closing connection waits for them, since a route that met a full shard mailbox is only
+    /// sent when polled. (QoS 2 ones are the session's once handed over.)
+    routes_held: u32,
     /// Inbound QoS 2 ids handed to the session and not yet completed (PUBCOMP sent).
     inbound_qos2: Rare<HashSet<PacketId>>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
@@ -210,6 +214,7 @@ impl Connection {
             outbound_aliases: Rare::default(),
             inbound_qos1: VecDeque::new(),
             routes_pending: 0,
+            routes_held: 0,
             inbound_qos2: Rare::default(),
             connect_session_expiry: None,
             pending: Vec::new(),
@@ -429,7 +434,11 @@ impl Handler<Outbound> for Connection {
 impl Connection {
     /// The broker goes away; the session's will is not the client's failure.
     fn shut_down(&mut self, ctx: &mut Context<Self>) {
-        self.clean_disconnect = true;
+        // A taken-over connection's client was already lost (or had said goodbye): its will
+        // stays as decided.
+        if self.state != State::TakenOver {
+            self.clean_disconnect = true;
+        }
         self.close(Some(ReasonCode::SERVER_SHUTTING_DOWN), ctx);
     }
 }

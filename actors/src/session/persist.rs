@@ -264,6 +264,7 @@ impl actix::Supervised for Session {
         // Timers and spawned work died with the old context.
         self.will_timer = None;
         self.expiry_timer = None;
+        self.rearm_taken_over(ctx);
         self.in_transit = 0;
         self.pending_pubrecs.clear();
         for filter in self.subscriptions.keys() {

@@ -63,6 +63,20 @@ impl Session {
         });
     }
 
+    /// After a restart: the held wills' fallback timers died with the old context (and their
+    /// handles would name the new context's futures), so each gets a new one.
+    pub(super) fn rearm_taken_over(&mut self, ctx: &mut Context<Self>) {
+        let Some(taken_over) = self.taken_over.get_mut() else {
+            return;
+        };
+        for held in &mut taken_over.pending {
+            let conn_id = held.conn_id;
+            held.timer = ctx.run_later(REPORT_GRACE, move |act, ctx| {
+                act.taken_over_reported(conn_id, true, ctx);
+            });
+        }
+    }
+
     /// Connection `conn_id`, no longer this session's, reported how it ended: if it was taken
     /// over, its will is published unless it ended with a normal DISCONNECT. Reports from any
     /// other connection are old news.
