@@ -1,7 +1,9 @@
 //! Will messages: published when a connection ends abnormally (socket drop, keep alive
 //! timeout, protocol error, takeover), not after a normal DISCONNECT (MQTT 5: unless 0x04),
 //! with MQTT 5 Will Delay Interval (cancelled by a reconnect in time, cut short by the session's
-//! end), will retain and will QoS.
+//! end), will retain and will QoS. A quick reconnect (DISCONNECT, then at once a new
+//! connection that takes the session over) keeps what the old connection had sent: its
+//! DISCONNECT and its last publishes.
 
 mod common;
 
@@ -373,4 +375,37 @@ async fn again_disconnect(mut raw: Raw) {
     )))
     .await;
     raw.expect_closed().await;
+}
+
+/// What a client published right before it disconnected and reconnected at once is routed,
+/// also when its new connection takes the session over before the old one has read it.
+#[tokio::test]
+async fn a_publish_sent_right_before_a_quick_reconnect_is_delivered() {
+    let broker = TestBroker::default_broker();
+    let (mut watch, _) = Raw::connected(broker.addr, Protocol::V311, "watcher").await;
+    watch.subscribe("said/#", QoS::AtMostOnce).await;
+    for i in 0..20 {
+        let (mut client, _) = Raw::connected(broker.addr, Protocol::V311, "talker").await;
+        let mut burst = bytes::BytesMut::new();
+        let said = Packet::Publish(starling_proto::Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: TopicName::new(&format!("said/{i}")).expect("topic"),
+            packet_id: None,
+            properties: None,
+            payload: Bytes::from_static(b"x"),
+        });
+        let bye = Packet::Disconnect(Disconnect::with_reason(ReasonCode::NORMAL_DISCONNECTION));
+        starling_proto::encode(&said, Protocol::V311, &mut burst).expect("encode");
+        starling_proto::encode(&bye, Protocol::V311, &mut burst).expect("encode");
+        client.send(&burst).await;
+        let (again, _) = Raw::connected(broker.addr, Protocol::V311, "talker").await;
+        drop(client);
+        assert_eq!(
+            watch.recv_publish().await.topic.as_str(),
+            format!("said/{i}")
+        );
+        again_disconnect(again).await;
+    }
 }

@@ -30,14 +30,23 @@ impl Connection {
             return;
         }
         if self.state == State::TakenOver {
-            // Only a DISCONNECT still matters: it says whether our will goes out
-            // ([MQTT-3.14.4-3]); the session belongs to the new connection.
-            if let Packet::Disconnect(disconnect) = packet {
-                debug!(self.log, "client had disconnected"; "reason" => %disconnect.reason);
-                self.clean_disconnect =
-                    disconnect.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
-                self.detach();
-                self.close(None, ctx);
+            // The session belongs to the new connection. A DISCONNECT says whether our will goes
+            // out ([MQTT-3.14.4-3]). What the client published before it reconnected is still
+            // routed: QoS 0 would be lost otherwise, and QoS 1 gets no PUBACK here, so the
+            // client may send it again (at least once). QoS 2 is the session's, and the client
+            // resends it there.
+            match packet {
+                Packet::Disconnect(disconnect) => {
+                    debug!(self.log, "client had disconnected"; "reason" => %disconnect.reason);
+                    self.clean_disconnect =
+                        disconnect.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+                    self.detach();
+                    self.close(None, ctx);
+                }
+                Packet::Publish(publish) if publish.qos != QoS::ExactlyOnce => {
+                    self.on_publish(publish, ctx);
+                }
+                _ => {}
             }
             return;
         }
