@@ -289,16 +289,13 @@ async fn qos0_publishes_sent_just_before_disconnect_are_all_delivered() {
         subs.push(raw);
     }
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "p").await;
-    let mut burst = bytes::BytesMut::new();
-    for i in 0..MESSAGES {
-        let packet = publish("burst", QoS::AtMostOnce, None, i.to_string());
-        starling_proto::encode(&packet, Protocol::V311, &mut burst).expect("encode");
-    }
-    let bye = Packet::Disconnect(starling_proto::Disconnect::with_reason(
+    let mut burst: Vec<Packet> = (0..MESSAGES)
+        .map(|i| publish("burst", QoS::AtMostOnce, None, i.to_string()))
+        .collect();
+    burst.push(Packet::Disconnect(starling_proto::Disconnect::with_reason(
         ReasonCode::NORMAL_DISCONNECTION,
-    ));
-    starling_proto::encode(&bye, Protocol::V311, &mut burst).expect("encode");
-    publisher.send(&burst).await;
+    )));
+    publisher.send_together(&burst).await;
     drop(publisher);
     for sub in subs.iter_mut().step_by(SUBSCRIBERS / 10) {
         for i in 0..MESSAGES {

@@ -348,15 +348,12 @@ async fn a_qos2_publish_right_before_disconnect_is_routed_and_the_close_is_promp
     let (mut sub, _) = Raw::connected(broker.addr, Protocol::V311, "watch").await;
     sub.subscribe("last/word", QoS::ExactlyOnce).await;
     let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "leaving").await;
-    let mut burst = bytes::BytesMut::new();
     let last = publish("last/word", QoS::ExactlyOnce, Some(1), "bye");
-    starling_proto::encode(&last, Protocol::V311, &mut burst).expect("encode");
     let bye = Packet::Disconnect(starling_proto::Disconnect::with_reason(
         ReasonCode::NORMAL_DISCONNECTION,
     ));
-    starling_proto::encode(&bye, Protocol::V311, &mut burst).expect("encode");
     let start = std::time::Instant::now();
-    publisher.send(&burst).await;
+    publisher.send_together(&[last, bye]).await;
     // A PUBREC may or may not come first; then the broker closes.
     while publisher.recv().await.is_some() {}
     assert!(

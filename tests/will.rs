@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::raw::{connect_with, Raw};
+use common::raw::{connect_with, publish, Raw};
 use common::*;
 use starling_proto::{
     Disconnect, LastWill, Packet, Properties, Protocol, QoS, ReasonCode, TopicName,
@@ -386,20 +386,9 @@ async fn a_publish_sent_right_before_a_quick_reconnect_is_delivered() {
     watch.subscribe("said/#", QoS::AtMostOnce).await;
     for i in 0..20 {
         let (mut client, _) = Raw::connected(broker.addr, Protocol::V311, "talker").await;
-        let mut burst = bytes::BytesMut::new();
-        let said = Packet::Publish(starling_proto::Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: TopicName::new(&format!("said/{i}")).expect("topic"),
-            packet_id: None,
-            properties: None,
-            payload: Bytes::from_static(b"x"),
-        });
+        let said = publish(&format!("said/{i}"), QoS::AtMostOnce, None, "x");
         let bye = Packet::Disconnect(Disconnect::with_reason(ReasonCode::NORMAL_DISCONNECTION));
-        starling_proto::encode(&said, Protocol::V311, &mut burst).expect("encode");
-        starling_proto::encode(&bye, Protocol::V311, &mut burst).expect("encode");
-        client.send(&burst).await;
+        client.send_together(&[said, bye]).await;
         let (again, _) = Raw::connected(broker.addr, Protocol::V311, "talker").await;
         drop(client);
         assert_eq!(

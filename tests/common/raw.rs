@@ -149,6 +149,15 @@ impl Raw {
         self.stream.write_all(bytes).await.expect("write");
     }
 
+    /// Encodes `packets` and writes them in one write, so the broker reads them together.
+    pub async fn send_together(&mut self, packets: &[Packet]) {
+        let mut out = BytesMut::new();
+        for packet in packets {
+            encode(packet, self.protocol, &mut out).expect("encodable test packet");
+        }
+        self.send(&out).await;
+    }
+
     /// Encodes and writes a packet.
     pub async fn send_packet(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
