@@ -1,13 +1,12 @@
-//! Accepting connections: one accept loop per acceptor; on a worker arbiter, the first bytes
-//! tell TCP, TLS and WebSocket apart on one port.
+//! Accepting connections: one accept loop per acceptor and worker; the first bytes tell TCP,
+//! TLS and WebSocket apart on one port.
 //!
 //! Every acceptor binds one listening socket per worker, with `SO_REUSEPORT`, and each worker
 //! runs an accept loop on its own: the kernel spreads connections over the workers, and a
 //! socket is served on the thread that accepted it (no hand-over between threads; with one
 //! worker a CONNECT never leaves its thread). The TLS and WebSocket handshakes run there too.
-//! Sniffing: `0x16` starts a TLS handshake
-//! (when the acceptor has TLS), after which the first decrypted bytes are sniffed again; `GET`
-//! is a WebSocket upgrade; anything else is raw MQTT (whose decoder closes on garbage). With
+//! Sniffing: `0x16` starts a TLS handshake (when the acceptor has TLS), after which the first
+//! decrypted bytes are sniffed again; `GET` is a WebSocket upgrade; anything else is raw MQTT (whose decoder closes on garbage). With
 //! `sslEnabled=true` only TLS is accepted; with `optional`, all four transports are. The whole
 //! handshake is bounded by `core.handshake_timeout`.
 

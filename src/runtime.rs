@@ -1,8 +1,8 @@
 //! The broker's threads: an actix System on its own thread, plus one worker Arbiter per core.
 //!
 //! The System thread binds the acceptors and starts the broker actors; the accept loops, the
-//! Registry and the connections live on the workers. `Server` is the handle the daemon and the tests hold: it
-//! knows the bound addresses and stops everything gracefully.
+//! Registry and the connections live on the workers. `Server` is the handle the daemon and the
+//! tests hold: it knows the bound addresses and stops everything gracefully.
 
 use std::net::SocketAddr;
 use std::sync::mpsc;

@@ -84,6 +84,13 @@ async fn a_failed_retain_store_reloads_its_messages_from_the_store() {
     assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
     inject(&broker, FaultTarget::RetainStore, InjectFault::Fail).await;
     restarted(&broker, "retain_store").await;
+    // Its memory is kept across the restart, so the answer below alone would not show that
+    // the store was read: the log says what came back from it.
+    let logs = broker.logs.as_ref().expect("captured");
+    logs.wait_for("retain store reloaded", |r| {
+        r["msg"] == "retain store reloaded" && r["messages"] == 1
+    })
+    .await;
     let (mut sub, _) = Raw::connected(broker.addr, Protocol::V5, "reader").await;
     sub.subscribe("config/#", QoS::AtMostOnce).await;
     let p = sub.recv_publish().await;
@@ -128,6 +135,15 @@ async fn a_failed_persistent_session_is_rebuilt_and_its_client_reconnects_to_it(
     .await;
     sub.expect_disconnect(ReasonCode::UNSPECIFIED_ERROR).await;
     restarted(&broker, "session").await;
+    // The session keeps its queue in memory across the restart, so the resend below alone
+    // would not show that the store was read: the log says what came back from it.
+    let logs = broker.logs.as_ref().expect("captured");
+    logs.wait_for("session rebuilt", |r| {
+        r["msg"] == "session rebuilt from the store"
+            && r["subscriptions"] == 1
+            && r["inflight"] == 1
+    })
+    .await;
 
     let (mut sub, present) = persistent(&broker, "fragile").await;
     assert!(present, "session present after the rebuild");

@@ -1,8 +1,8 @@
 //! The broker as a whole: starts the long-lived actors and hands sockets to Connections.
 //!
 //! `Broker::start` starts the TopicNode shards (spread over the worker arbiters), the
-//! RetainStore and the Registry. A listener, on any thread, calls `BrokerHandle::accept` on the worker arbiter a
-//! socket was moved to; the Connection actor is created there. `Broker::shutdown` tells every
+//! RetainStore and the Registry. A worker's accept loop calls `BrokerHandle::accept` for the
+//! sockets it accepted; the Connection actor is created on that worker. `Broker::shutdown` tells every
 //! Connection to close (MQTT 5 clients get DISCONNECT 0x8B) and waits for them to go.
 //!
 //! Every long-lived actor is started through the Supervisor (`supervisor`), which restarts it
@@ -149,8 +149,8 @@ impl BrokerHandle {
         }
     }
 
-    /// Starts a Connection actor for `io` on the current arbiter (the worker the socket was
-    /// moved to).
+    /// Starts a Connection actor for `io` on the current arbiter (the worker that accepted
+    /// the socket).
     pub fn accept(
         &self,
         io: Box<dyn Transport>,
@@ -289,7 +289,7 @@ impl Broker {
         })
     }
 
-    /// A handle listeners use to hand over sockets.
+    /// A handle the accept loops use to turn sockets into Connections.
     pub fn handle(&self) -> BrokerHandle {
         BrokerHandle(Arc::clone(&self.context))
     }

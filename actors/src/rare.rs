@@ -14,7 +14,7 @@ impl<T> Default for Rare<T> {
     }
 }
 
-impl<T: Default> Rare<T> {
+impl<T> Rare<T> {
     /// The value, if it was ever created (and not cleared since).
     pub(crate) fn get(&self) -> Option<&T> {
         self.0.as_deref()
@@ -25,14 +25,16 @@ impl<T: Default> Rare<T> {
         self.0.as_deref_mut()
     }
 
-    /// The value, created empty on first use.
-    pub(crate) fn get_or_default(&mut self) -> &mut T {
-        self.0.get_or_insert_with(Box::default)
-    }
-
     /// Empties it and gives its memory back.
     pub(crate) fn clear(&mut self) {
         self.0 = None;
+    }
+}
+
+impl<T: Default> Rare<T> {
+    /// The value, created empty on first use.
+    pub(crate) fn get_or_default(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
     }
 }
 

@@ -229,7 +229,7 @@ impl Handler<InjectSessionFault> for Registry {
     fn handle(&mut self, msg: InjectSessionFault, _: &mut Self::Context) -> bool {
         match self.sessions.get(msg.client_id.as_str()) {
             Some(entry) => {
-                entry.session.addr.do_send(msg.fault);
+                entry.session.do_send(msg.fault);
                 true
             }
             None => false,
@@ -274,7 +274,7 @@ impl Handler<SessionEnded> for Registry {
             return;
         }
         if let Some(entry) = self.sessions.remove(&msg.client_id) {
-            entry.session.addr.do_send(EndSession);
+            entry.session.do_send(EndSession);
         }
     }
 }

@@ -146,6 +146,8 @@ impl Handler<Retain> for RetainStore {
 
     fn handle(&mut self, Retain(msg): Retain, _: &mut Self::Context) -> Self::Result {
         let topic: Arc<str> = msg.topic.as_str().into();
+        // Only a QoS 1/2 retained message (or a clear) waits for the store before PUBACK.
+        let durable = msg.qos != starling_proto::QoS::AtMostOnce;
         let op = if msg.payload.is_empty() {
             self.messages.remove(&topic);
             Op::ClearRetained { topic }
@@ -154,22 +156,22 @@ impl Handler<Retain> for RetainStore {
                 .expires_at
                 .or_else(|| self.default_expiry.map(|d| Instant::now() + d));
             // Stored with the expiry it has here, so a restart does not extend it.
-            let message = if expires_at == msg.expires_at {
-                encode_message(&msg)
-            } else {
-                encode_message(&Message {
+            let message = match &self.store {
+                None => None,
+                Some(_) if expires_at == msg.expires_at => Some(encode_message(&msg)),
+                Some(_) => Some(encode_message(&Message {
                     expires_at,
                     ..(*msg).clone()
-                })
+                })),
             };
-            let durable = msg.qos != starling_proto::QoS::AtMostOnce;
             self.messages
                 .insert(Arc::clone(&topic), Retained { msg, expires_at });
+            let Some(message) = message else {
+                return Box::pin(async { Ok(()) });
+            };
             if !durable {
-                if let Some(store) = &self.store {
-                    if !topic.starts_with('$') {
-                        store.send(Op::SetRetained { topic, message });
-                    }
+                if let Some(store) = self.store.as_ref().filter(|_| !topic.starts_with('$')) {
+                    store.send(Op::SetRetained { topic, message });
                 }
                 return Box::pin(async { Ok(()) });
             }

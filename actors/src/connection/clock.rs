@@ -31,7 +31,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// Slots in the wheel (one turn is `SLOTS * TICK`); later deadlines wait for their turn.
 const SLOTS: usize = 512;
 
-/// A connection's timer came due (`due` tells which one it was).
+/// A connection's timer came due: the deadline it was set for (a stale one is ignored).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub(super) struct Tick(pub(super) Instant);

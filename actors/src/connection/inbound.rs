@@ -181,19 +181,7 @@ impl Connection {
         // QoS 1: PUBACK once the shard has routed it, in arrival order.
         self.inbound_qos1
             .push_back((id, ReasonCode::SUCCESS, false));
-        let origin = self.attachment.as_ref().map(|a| a.session_id);
-        let msg = Arc::new(Message::from_publish(publish, origin, Instant::now()));
-        self.routes_held += 1;
-        self.broker
-            .router
-            .publish_confirmed(msg, None)
-            .into_actor(self)
-            .map(move |matched, act, ctx| {
-                act.routes_held = act.routes_held.saturating_sub(1);
-                act.wake_io();
-                act.qos1_routed(id, matched, ctx);
-            })
-            .spawn(ctx);
+        self.route_confirmed(publish, Some(id), ctx);
     }
 
     /// An AUTH packet: the next step of an exchange under way (0x18), or the start of a

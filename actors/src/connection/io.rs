@@ -55,11 +55,11 @@ impl ActorFuture<Connection> for IoDriver {
 impl Connection {
     fn reading(&self) -> bool {
         match self.state {
-            State::AwaitingConnect | State::Authenticating | State::Connected => {
-                self.routes_pending < super::ROUTE_WINDOW
-            }
-            // Nothing is routed any more: it only looks for a DISCONNECT.
-            State::TakenOver => true,
+            // A taken-over connection still routes what it reads (see `on_packet`).
+            State::AwaitingConnect
+            | State::Authenticating
+            | State::Connected
+            | State::TakenOver => self.routes_pending < super::ROUTE_WINDOW,
             State::Connecting | State::Closing => false,
         }
     }

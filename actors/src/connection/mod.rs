@@ -6,7 +6,9 @@
 //! publishes. Split by responsibility:
 //! - `io`: the future that reads, decodes, hands packets over and flushes writes;
 //! - `connect`: the CONNECT handshake up to CONNACK;
-//! - `inbound`: the packets of a connected client.
+//! - `inbound`: the packets of a connected client;
+//! - `aliases`: MQTT 5 topic aliases, both ways;
+//! - `clock`: one timer wheel per worker thread (CONNECT timeout, keep alive, shutdown).
 
 mod aliases;
 mod clock;
@@ -403,11 +405,7 @@ impl Handler<Outbound> for Connection {
         // The end of an inbound QoS 2 exchange frees its Receive Maximum quota
         // ([MQTT-3.3.4-8]: PUBCOMP, or PUBREC with a failure code).
         match &packet {
-            Packet::PubComp(r) => {
-                if let Some(ids) = self.inbound_qos2.get_mut() {
-                    ids.remove(&r.packet_id);
-                }
-            }
+            Packet::PubComp(r) => self.forget_inbound_qos2(r.packet_id),
             Packet::PubRec(r) => {
                 // The session handled a QoS 2 publish: the routing window opens again.
                 if self.routes_pending > 0 {
@@ -415,9 +413,7 @@ impl Handler<Outbound> for Connection {
                     self.wake_io();
                 }
                 if !r.reason.is_success() {
-                    if let Some(ids) = self.inbound_qos2.get_mut() {
-                        ids.remove(&r.packet_id);
-                    }
+                    self.forget_inbound_qos2(r.packet_id);
                 }
             }
             _ => {}
@@ -432,6 +428,16 @@ impl Handler<Outbound> for Connection {
 }
 
 impl Connection {
+    /// An inbound QoS 2 exchange is over; the id set goes once it is empty.
+    fn forget_inbound_qos2(&mut self, id: PacketId) {
+        if let Some(ids) = self.inbound_qos2.get_mut() {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.inbound_qos2.clear();
+            }
+        }
+    }
+
     /// The broker goes away; the session's will is not the client's failure.
     fn shut_down(&mut self, ctx: &mut Context<Self>) {
         // A taken-over connection's client was already lost (or had said goodbye): its will

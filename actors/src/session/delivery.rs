@@ -395,12 +395,10 @@ impl Handler<InboundPubRel> for Session {
             .get_mut()
             .is_some_and(|ids| ids.remove(&msg.packet_id));
         if known && self.is_durable() {
-            if let Some(store) = &self.shared.store {
-                store.send(crate::store::Op::DeleteInbound {
-                    client: Arc::clone(&self.inbox.client_id),
-                    packet_id: msg.packet_id.get(),
-                });
-            }
+            self.store_send(crate::store::Op::DeleteInbound {
+                client: Arc::clone(&self.inbox.client_id),
+                packet_id: msg.packet_id.get(),
+            });
         }
         let mut comp = PubResponse::success(msg.packet_id);
         let v5 = self.link.as_ref().is_some_and(|l| l.protocol.is_v5());

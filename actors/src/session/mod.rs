@@ -54,8 +54,8 @@ struct Reported {
 }
 
 /// What every Session shares: where to send things, its limits and its logger. The Registry
-/// keeps one and clones it for each session it starts.
-#[derive(Debug, Clone)]
+/// keeps one behind an `Arc` and hands each session it starts a pointer to it.
+#[derive(Debug)]
 pub struct SessionShared {
     /// The Registry (to ask to end).
     pub registry: Addr<Registry>,
@@ -327,21 +327,31 @@ impl Session {
     /// Publishes the will now, if there is one and the client may publish to its topic.
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
-            if !self
-                .shared
-                .security
-                .authorize_publish(&self.principal, &will.msg.topic)
-            {
-                info!(self.log(), "will not published: not authorized"; "topic" => %will.msg.topic);
+            let principal = Arc::clone(&self.principal);
+            if !self.publish_will_as(*will, &principal) {
                 return;
             }
-            debug!(self.log(), "publishing will"; "topic" => %will.msg.topic);
-            self.shared.router.publish(Arc::new(will.msg));
             // Published: it must not be published again after a restart.
             if self.link.is_none() && self.is_durable() {
                 self.persist_session();
             }
         }
+    }
+
+    /// Publishes `will` for the client `principal` was, if it may publish to the will's topic;
+    /// says whether it did.
+    fn publish_will_as(&self, will: Will, principal: &Principal) -> bool {
+        if !self
+            .shared
+            .security
+            .authorize_publish(principal, &will.msg.topic)
+        {
+            info!(self.log(), "will not published: not authorized"; "topic" => %will.msg.topic);
+            return false;
+        }
+        debug!(self.log(), "publishing will"; "topic" => %will.msg.topic);
+        self.shared.router.publish(Arc::new(will.msg));
+        true
     }
 
     /// The connection ended abnormally: the will goes out after its delay

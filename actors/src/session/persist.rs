@@ -51,7 +51,7 @@ impl Session {
         self.inbox.durable.load(Ordering::Relaxed)
     }
 
-    fn store_send(&self, op: Op) {
+    pub(super) fn store_send(&self, op: Op) {
         if let Some(store) = &self.shared.store {
             store.send(op);
         }

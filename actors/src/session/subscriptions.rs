@@ -196,12 +196,10 @@ impl Handler<SessionUnsubscribe> for Session {
                 if self.subscriptions.remove(filter).is_some() {
                     self.shared.router.unsubscribe(filter, self.id);
                     if self.is_durable() {
-                        if let Some(store) = &self.shared.store {
-                            store.send(Op::DeleteSubscription {
-                                client: Arc::clone(&self.inbox.client_id),
-                                filter: filter.as_str().to_owned(),
-                            });
-                        }
+                        self.store_send(Op::DeleteSubscription {
+                            client: Arc::clone(&self.inbox.client_id),
+                            filter: filter.as_str().to_owned(),
+                        });
                     }
                     ReasonCode::SUCCESS
                 } else {

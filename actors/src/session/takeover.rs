@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{debug, info};
 
 use super::Session;
 use crate::msg::{ConnId, Will};
@@ -99,8 +98,9 @@ impl Session {
             self.taken_over.clear();
         }
         ctx.cancel_future(held.timer);
+        // The store is not touched: the will was never this session's to persist.
         if publish_will {
-            self.publish_will_of_taken_over(*held.will, &held.principal);
+            self.publish_will_as(*held.will, &held.principal);
         }
         if stop {
             ctx.stop();
@@ -114,17 +114,5 @@ impl Session {
             Some(taken_over) => taken_over.stop_when_done = true,
             None => ctx.stop(),
         }
-    }
-
-    /// Publishes a taken-over connection's will, if its client may publish to the topic. The
-    /// store is not touched: the will was never this session's to persist.
-    fn publish_will_of_taken_over(&mut self, will: Will, principal: &Principal) {
-        let topic = &will.msg.topic;
-        if !self.shared.security.authorize_publish(principal, topic) {
-            info!(self.log(), "will not published: not authorized"; "topic" => %topic);
-            return;
-        }
-        debug!(self.log(), "publishing will of a taken-over connection"; "topic" => %topic);
-        self.shared.router.publish(Arc::new(will.msg));
     }
 }

@@ -143,31 +143,19 @@ fn get_str(bytes: &mut &[u8], what: &'static str) -> Result<String, Corrupt> {
 }
 
 fn get_u8(bytes: &mut &[u8], what: &'static str) -> Result<u8, Corrupt> {
-    if bytes.remaining() < 1 {
-        return Err(corrupt(what));
-    }
-    Ok(bytes.get_u8())
+    bytes.try_get_u8().map_err(|_| corrupt(what))
 }
 
 fn get_u16(bytes: &mut &[u8], what: &'static str) -> Result<u16, Corrupt> {
-    if bytes.remaining() < 2 {
-        return Err(corrupt(what));
-    }
-    Ok(bytes.get_u16())
+    bytes.try_get_u16().map_err(|_| corrupt(what))
 }
 
 fn get_u32(bytes: &mut &[u8], what: &'static str) -> Result<u32, Corrupt> {
-    if bytes.remaining() < 4 {
-        return Err(corrupt(what));
-    }
-    Ok(bytes.get_u32())
+    bytes.try_get_u32().map_err(|_| corrupt(what))
 }
 
 fn get_u64(bytes: &mut &[u8], what: &'static str) -> Result<u64, Corrupt> {
-    if bytes.remaining() < 8 {
-        return Err(corrupt(what));
-    }
-    Ok(bytes.get_u64())
+    bytes.try_get_u64().map_err(|_| corrupt(what))
 }
 
 fn qos_from(byte: u8, what: &'static str) -> Result<QoS, Corrupt> {

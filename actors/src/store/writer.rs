@@ -23,8 +23,8 @@ use starling_proto::{PacketId, TopicFilter};
 
 use super::records::{decode_message, decode_subscription, now_unix_ms, Corrupt};
 use super::{
-    EntryRecord, Op, PersistenceConfig, Recovered, Request, SessionRecord, StoreError, StoredEntry,
-    StoredSession, SyncMode,
+    Done, EntryRecord, Op, PersistenceConfig, Recovered, Request, SessionRecord, StoreError,
+    StoredEntry, StoredSession, SyncMode,
 };
 use crate::msg::Message;
 
@@ -316,7 +316,7 @@ impl Writer {
                     match rx.recv_timeout(left) {
                         Ok(r) => r,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            self.commit(Vec::new(), Vec::new(), true);
+                            self.commit(Vec::new(), true);
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -328,15 +328,11 @@ impl Writer {
                 },
             };
             let mut ops = Vec::new();
-            let mut waiting = Vec::new();
             let mut close = None;
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    Request::Op(op, done) => {
-                        ops.push(op);
-                        waiting.extend(done);
-                    }
+                    Request::Op(op, done) => ops.push((op, done)),
                     Request::Close(done) => {
                         close = Some(done);
                         break;
@@ -353,7 +349,7 @@ impl Writer {
                         .checkpoint_every()
                         .is_some_and(|every| self.last_durable.elapsed() >= every),
                 };
-            self.commit(ops, waiting, durable);
+            self.commit(ops, durable);
             if let Some(done) = close {
                 self.db = None;
                 info!(self.log, "store closed"; "file" => %self.path.display());
@@ -362,16 +358,18 @@ impl Writer {
             }
         }
         // Every handle is gone without a close: still leave the file consistent and durable.
-        self.commit(Vec::new(), Vec::new(), true);
+        self.commit(Vec::new(), true);
     }
 
-    fn commit(
-        &mut self,
-        ops: Vec<Op>,
-        waiting: Vec<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
-        durable: bool,
-    ) {
-        let result = self.transaction(ops, durable);
+    /// Commits `ops` in one transaction and tells each waiting sender how its own operation
+    /// went: a failed operation is reported as failed (its PUBACK or SUBACK must not go out),
+    /// the others as the commit went.
+    fn commit(&mut self, ops: Vec<(Op, Option<Done>)>, durable: bool) {
+        let (ops, waiting): (Vec<Op>, Vec<Option<Done>>) = ops.into_iter().unzip();
+        let (result, failed) = match self.transaction(ops, durable) {
+            Ok(failed) => (Ok(()), failed),
+            Err(e) => (Err(e), Vec::new()),
+        };
         match &result {
             Ok(()) if durable => {
                 self.last_durable = Instant::now();
@@ -380,12 +378,25 @@ impl Writer {
             Ok(()) => self.dirty = true,
             Err(e) => error!(self.log, "store commit failed"; "error" => %e),
         }
-        for done in waiting {
-            let _ = done.send(result.clone());
+        let mut failed = failed.into_iter().peekable();
+        for (i, done) in waiting.into_iter().enumerate() {
+            let own = match failed.next_if(|(at, _)| *at == i) {
+                Some((_, e)) => Err(e),
+                None => result.clone(),
+            };
+            if let Some(done) = done {
+                let _ = done.send(own);
+            }
         }
     }
 
-    fn transaction(&mut self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+    /// Applies `ops` in one transaction; the operations that failed (by index, in order) come
+    /// back with their errors, since one bad operation must not lose the others.
+    fn transaction(
+        &mut self,
+        ops: Vec<Op>,
+        durable: bool,
+    ) -> Result<Vec<(usize, StoreError)>, StoreError> {
         let path = Arc::clone(&self.path);
         let Some(db) = &self.db else {
             return Err(StoreError::Closed {
@@ -401,12 +412,13 @@ impl Writer {
         };
         txn.set_durability(durability).map_err(|e| io(&path, e))?;
         let mut replies = Vec::new();
+        let mut failed = Vec::new();
         {
             let mut tables = Tables::open(&txn).map_err(|e| io(&path, e))?;
-            for op in ops {
+            for (i, op) in ops.into_iter().enumerate() {
                 if let Err(e) = tables.apply(op, &mut self.refcounts, &mut replies) {
-                    // One bad operation must not lose the others: log it and go on.
                     warn!(self.log, "store operation failed"; "error" => %e);
+                    failed.push((i, io(&path, e)));
                 }
             }
         }
@@ -414,7 +426,7 @@ impl Writer {
         for reply in replies {
             reply.send(&path);
         }
-        Ok(())
+        Ok(failed)
     }
 }
 
