@@ -31,7 +31,7 @@ use crate::websocket::{self, WsSettings};
 pub async fn bind_for_workers(
     address: &str,
     count: usize,
-) -> io::Result<Vec<std::net::TcpListener>> {
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let mut last_error = None;
     for addr in tokio::net::lookup_host(address).await? {
         match bind_group(addr, count.max(1)) {
@@ -47,7 +47,10 @@ pub async fn bind_for_workers(
     }))
 }
 
-fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+fn bind_group(
+    addr: SocketAddr,
+    count: usize,
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     if addr.port() != 0 {
         // With `SO_REUSEPORT` alone, a second broker on this port would silently share it. A
         // plain bind first fails, as it should, when anything listens there already.
@@ -59,7 +62,7 @@ fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpLis
     for _ in 1..count {
         listeners.push(listen_on(bound)?.into_std()?);
     }
-    Ok(listeners)
+    Ok((bound, listeners))
 }
 
 fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -102,13 +105,11 @@ impl Endpoint {
 /// this worker: the listener is this worker's own (`bind_for_workers`).
 pub async fn accept_loop(
     listener: std::net::TcpListener,
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     broker: BrokerHandle,
     log: Logger,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    // Shared by every socket's handshake task: one pointer each instead of a copy.
-    let endpoint = Arc::new(endpoint);
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {

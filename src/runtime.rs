@@ -172,7 +172,7 @@ pub fn start_with_security(
                 for (acceptor, endpoint) in acceptors.into_iter().zip(endpoints) {
                     let address = acceptor.bind_address();
                     match bind_for_workers(&address, handles.len()).await {
-                        Ok(listeners) => bound.push((acceptor, endpoint, listeners)),
+                        Ok((addr, listeners)) => bound.push((acceptor, endpoint, addr, listeners)),
                         Err(source) => {
                             let _ = ready_tx.send(Err(StartError::Bind {
                                 acceptor: acceptor.name,
@@ -199,25 +199,16 @@ pub fn start_with_security(
                 let mut addrs = Vec::new();
                 // Flips to true to stop every accept loop.
                 let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
-                for (acceptor, endpoint, listeners) in bound {
-                    let addr = match listeners.first().map(std::net::TcpListener::local_addr) {
-                        Some(Ok(addr)) => addr,
-                        Some(Err(e)) => {
-                            let _ = ready_tx.send(Err(StartError::Thread(e.to_string())));
-                            return;
-                        }
-                        None => {
-                            let _ = ready_tx.send(Err(StartError::Thread("no workers".to_owned())));
-                            return;
-                        }
-                    };
+                for (acceptor, endpoint, addr, listeners) in bound {
+                    // Shared by every socket's handshake task: one pointer each, not a copy.
+                    let endpoint = Arc::new(endpoint);
                     info!(log, "listening"; "acceptor" => &acceptor.name, "address" => %addr);
                     addrs.push((acceptor.name.clone(), addr));
                     let log = log.new(o!("acceptor" => acceptor.name.clone()));
                     for (listener, worker) in listeners.into_iter().zip(&handles) {
                         worker.spawn(accept_loop(
                             listener,
-                            endpoint.clone(),
+                            Arc::clone(&endpoint),
                             broker.handle(),
                             log.clone(),
                             accepting.clone(),

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Command;
 
 use common::daemon::{spawn_daemon, wait_exit};
@@ -13,18 +12,12 @@ use starling_proto::{Protocol, ReasonCode};
 /// Settings with one acceptor at `url`, and the store directory they name.
 fn settings_file(url: &str) -> (tempfile::NamedTempFile, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("data dir");
-    let mut f = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    write!(
-        f,
+    let toml = format!(
         "[logging]\nformat = \"json\"\n\n[persistence]\ndir = {:?}\n\n\
          [[acceptors]]\nname = \"main\"\nurl = \"{url}\"\n",
         data.path().display().to_string()
-    )
-    .expect("write");
-    (f, data)
+    );
+    (common::settings_file(&toml), data)
 }
 
 /// SIGTERM: stop accepting, DISCONNECT 0x8B to MQTT 5 clients, exit 0.

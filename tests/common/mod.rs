@@ -191,7 +191,8 @@ impl Drop for TestBroker {
     }
 }
 
-fn settings_file(toml: &str) -> tempfile::NamedTempFile {
+/// A temporary `.toml` settings file holding `toml`.
+pub fn settings_file(toml: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new()
         .suffix(".toml")
         .tempfile()
