@@ -25,6 +25,7 @@ use crate::msg::{FlushSessions, QuerySession, SessionInfo};
 use crate::registry::{InjectSessionFault, Registry, RegistryParts};
 use crate::retain::RetainStore;
 use crate::security::{AuthMethods, FailureTracker, SecurityManager};
+use crate::session::SessionShared;
 use crate::store::{Recovered, Store, StoreError};
 use crate::supervisor::{InjectFault, Supervision, Supervisor};
 use crate::topic::{Router, ShardParts, TopicNode};
@@ -56,8 +57,10 @@ pub struct BrokerSecurity {
 /// What every Connection shares: where to send things, and the shutdown signal.
 #[derive(Debug)]
 pub struct BrokerContext {
-    /// The client id registry.
+    /// The Registry actor (session queries, fault injection, flushing at shutdown).
     pub registry: Addr<Registry>,
+    /// What sessions are opened with: the session table and what every session is given.
+    pub sessions: Arc<SessionShared>,
     /// The TopicNode shards.
     pub router: Router,
     /// Flips to `true` when the broker shuts down.
@@ -252,7 +255,7 @@ impl Broker {
             &log.new(o!()),
         )
         .start();
-        let registry = Registry::start(
+        let (registry, sessions) = Registry::start(
             RegistryParts {
                 router: router.clone(),
                 security: Arc::clone(&security.manager),
@@ -273,6 +276,7 @@ impl Broker {
             store,
             context: Arc::new(BrokerContext {
                 registry,
+                sessions,
                 router,
                 shutdown: shutdown_rx,
                 connections: AtomicUsize::new(0),

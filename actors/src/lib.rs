@@ -9,8 +9,10 @@
 //!   alive, topic aliases, inbound QoS 1/2 acknowledgement, encode and batched writes. Its
 //!   timers (CONNECT timeout, keep alive, shutdown) are one clock per worker thread
 //!   (`connection::clock`), not timers per connection.
-//! - [`registry`]: the Registry actor, client id -> Session; serialises attaches for one id
-//!   (takeover) and decides when a session is gone.
+//! - [`registry`]: client id -> Session: the session table shared by the workers, where a
+//!   CONNECT finds or starts its session on its own thread (attaches for one id in order,
+//!   takeover) and a session that ends leaves; and the Registry actor that owns it (recovery,
+//!   queries, a restarted shard's subscriptions).
 //! - [`session`]: the Session actor, one per client id, outliving connections until expiry:
 //!   subscriptions (the source of truth), QoS 1/2 in flight and the bounded queue (the state
 //!   machine is `proto::session`), inbound QoS 2 ids, the will, and the will of a connection

@@ -1,12 +1,13 @@
 //! Every message that crosses between actors, in one file: the contract between them.
 //!
 //! Reading this file top to bottom tells who talks to whom:
-//! Connection -> Registry (`OpenSession`), Registry -> Session (`Attach`, `EndSession`),
-//! Connection -> Session (`Detach`, `SessionSubscribe`, `SessionUnsubscribe`, `ClientAck`,
-//! `InboundQos2`, `InboundPubRel`, `Flushed`), Connection and Session -> TopicNode (`Route`)
-//! and RetainStore (`retain::Retain`), Session -> TopicNode (`AddSubscription`,
-//! `RemoveSubscription`), TopicNode -> Session (`Deliver`), Session -> Registry
-//! (`SessionEnded`), Session -> Connection (`Outbound`, `Kick`).
+//! Connection -> session table (`OpenSession`, a call on the connection's own thread, not a
+//! message), session table -> Session (`Attach`), Connection -> Session (`Detach`,
+//! `SessionSubscribe`, `SessionUnsubscribe`, `ClientAck`, `InboundQos2`, `InboundPubRel`,
+//! `Flushed`), Connection and Session -> TopicNode (`Route`) and RetainStore
+//! (`retain::Retain`), Session -> TopicNode (`AddSubscription`, `RemoveSubscription`),
+//! TopicNode -> Session (`Deliver`), Session -> Connection (`Outbound`, `Kick`), and the
+//! Registry's questions to sessions (`SubscriptionsFor`, `GetSessionInfo`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
@@ -140,11 +141,10 @@ pub struct SessionParams {
     pub principal: Arc<crate::security::Principal>,
 }
 
-/// Connection -> Registry: find or create the session for a client id and attach to it. The
-/// answer is the session's own answer to `Attach`, still to come: the connection waits for it
-/// directly, so the session's reply does not pass back through the Registry's thread.
-#[derive(Debug, Message)]
-#[rtype(result = "AttachReply")]
+/// Connection -> session table (`SessionTable::open`, on the connection's own thread): find or
+/// start the session for a client id and attach to it. The answer is the session's own answer
+/// to `Attach`, still to come.
+#[derive(Debug)]
 pub struct OpenSession {
     /// The client id (after any rewrite or assignment).
     pub client_id: Arc<str>,
@@ -152,11 +152,9 @@ pub struct OpenSession {
     pub params: SessionParams,
     /// The connection to attach.
     pub link: ClientLink,
-    /// The arbiter a new Session is started on (the connection's own).
-    pub arbiter: ArbiterHandle,
 }
 
-/// The session's answer to `Attach`, as the Registry hands it to the connection.
+/// The session's answer to `Attach`, as the session table hands it to the connection.
 pub type AttachReply = actix::dev::Request<crate::session::Session, Attach>;
 
 /// The answer to `Attach`.
@@ -172,7 +170,7 @@ pub struct Attached {
     pub replay: Vec<Packet>,
 }
 
-/// Registry -> Session: a connection takes the session over.
+/// Session table -> Session: a connection takes the session over.
 #[derive(Debug, Message)]
 #[rtype(result = "Attached")]
 pub struct Attach {
@@ -180,8 +178,9 @@ pub struct Attach {
     pub link: ClientLink,
     /// What the CONNECT asked for.
     pub params: SessionParams,
-    /// The registry's count of attaches, echoed in `SessionEnded` so that a session which
-    /// decided to end while a new attach was on its way is not removed under it.
+    /// The table's count of attaches to this session, given back when the session ends, so
+    /// that a session which decided to end while a new attach was on its way is not removed
+    /// under it.
     pub generation: u64,
 }
 
@@ -260,23 +259,6 @@ pub struct SessionUnsubscribe {
     pub packet: Unsubscribe,
 }
 
-/// Session -> Registry: this session has ended (expired, or its clean connection closed).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct SessionEnded {
-    /// The client id it was registered under.
-    pub client_id: Arc<str>,
-    /// Which session (the id may have been reused since).
-    pub session_id: SessionId,
-    /// The last attach generation it saw.
-    pub generation: u64,
-}
-
-/// Registry -> Session: the registry has forgotten you; stop.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct EndSession;
-
 /// Connection (or Session, for QoS 2) -> TopicNode: route a published message to every
 /// matching subscriber. The answer comes once the message is with every matching session and,
 /// with persistence, durable for every persistent one; it says whether any subscriber matched
@@ -305,10 +287,10 @@ pub struct RouteFailed;
 /// It also tells the shards whose session it is and whether that session is persistent
 /// (its QoS 1/2 deliveries are stored before the publisher is acknowledged).
 ///
-/// And it is the session's one shared address: the Registry, the connection and every shard
-/// entry hold this `Arc` rather than `Addr` clones, because each actix `Addr` clone allocates
-/// its own sender state (about 100 bytes), which for idle clients was a large share of their
-/// memory.
+/// And it is the session's one shared address: the session table, the connection and every
+/// shard entry hold this `Arc` rather than `Addr` clones, because each actix `Addr` clone
+/// allocates its own sender state (about 100 bytes), which for idle clients was a large share
+/// of their memory.
 #[derive(Debug)]
 pub struct Inbox {
     /// The Session actor.

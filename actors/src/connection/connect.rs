@@ -210,13 +210,11 @@ impl Connection {
                 addr: ctx.address(),
                 protocol: connect.protocol,
             },
-            arbiter: Arbiter::current(),
         };
         let keep_alive_changed = self.keep_alive != connect.keep_alive;
-        // The Registry answers with the session's reply still to come; we wait for that here,
-        // so it comes straight from the session.
-        let opened = self.broker.registry.send(open);
-        let attached = async move { opened.await?.await };
+        // Found or started here, on this thread; the session's reply comes straight to us.
+        let sessions = &self.broker.sessions;
+        let attached = sessions.table.open(sessions, open);
         actix::fut::wrap_future::<_, Self>(attached)
             .map(move |result, act, ctx| {
                 if act.state != State::Connecting {

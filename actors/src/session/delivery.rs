@@ -292,7 +292,7 @@ impl Session {
 impl Handler<InboundQos2> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: InboundQos2, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: InboundQos2, _: &mut Self::Context) {
         if !self.is_current(msg.conn_id) {
             return;
         }
@@ -328,12 +328,36 @@ impl Handler<InboundQos2> for Session {
             .is_durable()
             .then(|| (Arc::clone(&self.inbox.client_id), id));
         let conn_id = msg.conn_id;
-        self.shared
+        let routed = self
+            .shared
             .router
-            .publish_confirmed(Arc::new(message), inbound)
-            .into_actor(self)
-            .map(move |result, act, _| act.qos2_routed(id, conn_id, result.is_ok()))
-            .spawn(ctx);
+            .publish_confirmed(Arc::new(message), inbound);
+        // Awaited in a task of its own, not in this actor's context: the message is the
+        // session's from the moment it was handed over, and is routed even if the session
+        // ends (a clean client's DISCONNECT right behind it) before the shard answers. An
+        // actix request whose waiter is dropped is never handled.
+        let inbox = Arc::clone(&self.inbox);
+        actix_rt::spawn(async move {
+            let ok = routed.await.is_ok();
+            inbox.do_send(Qos2Routed { id, conn_id, ok });
+        });
+    }
+}
+
+/// Session -> itself: an inbound QoS 2 publish has been routed (`ok`) or could not be.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Qos2Routed {
+    id: starling_proto::PacketId,
+    conn_id: u64,
+    ok: bool,
+}
+
+impl Handler<Qos2Routed> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Qos2Routed, _: &mut Self::Context) {
+        self.qos2_routed(msg.id, msg.conn_id, msg.ok);
     }
 }
 

@@ -3,12 +3,12 @@
 //! It owns what the specification calls the session state: subscriptions (the source of truth;
 //! the TopicNode shards hold copies for routing), QoS 1/2 messages in flight to the client and
 //! the queue behind them (`proto::session::Outbound`), inbound QoS 2 packet ids awaiting PUBREL,
-//! and the will. A Connection attaches to it (through the Registry, which serialises attaches
+//! and the will. A Connection attaches to it (through the session table, which orders attaches
 //! for one client id) and detaches when its socket ends.
 //!
-//! It never stops on its own: when it ends (a clean session's connection closed, or its expiry
-//! ran out) it says so to the Registry, which decides, so that an attach already on its way is
-//! never lost. Split by responsibility:
+//! When it ends (a clean session's connection closed, or its expiry ran out) it leaves the
+//! session table and stops, unless an attach is already on its way to it: the table decides,
+//! under its lock, so that such an attach is never lost. Split by responsibility:
 //! - this file: attach, detach, takeover, expiry, the will;
 //! - `delivery`: messages to the client, acknowledgements, flow control, inbound QoS 2;
 //! - `subscriptions`: SUBSCRIBE / UNSUBSCRIBE and retained messages at subscribe time;
@@ -32,12 +32,13 @@ use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 use crate::config::SessionConfig;
 use crate::metrics::{count, gauge, Metrics};
 use crate::msg::{
-    Attach, Attached, ClientLink, Detach, EndSession, GetSessionInfo, Inbox, Kick, Routed,
-    SessionEnded, SessionId, SessionInfo, Will,
+    Attach, Attached, ClientLink, Detach, GetSessionInfo, Inbox, Kick, Routed, SessionId,
+    SessionInfo, Will,
 };
 use crate::rare::Rare;
-use crate::registry::Registry;
+use crate::registry::SessionTable;
 use crate::security::{Principal, SecurityManager};
+use crate::supervisor::Supervision;
 use crate::topic::Router;
 
 /// A session's contribution to the metrics, as last reported.
@@ -54,11 +55,13 @@ struct Reported {
 }
 
 /// What every Session shares: where to send things, its limits and its logger. The Registry
-/// keeps one behind an `Arc` and hands each session it starts a pointer to it.
+/// makes one, and each session (and each connection, to open sessions) holds a pointer to it.
 #[derive(Debug)]
 pub struct SessionShared {
-    /// The Registry (to ask to end).
-    pub registry: Addr<Registry>,
+    /// Client id -> Session: sessions are opened and leave here.
+    pub table: Arc<SessionTable>,
+    /// Starts sessions supervised.
+    pub supervision: Supervision,
     /// The shards and retain store.
     pub router: Router,
     /// Authorization of subscriptions, retained messages and wills.
@@ -201,7 +204,8 @@ impl Session {
     }
 
     /// Ends the session: a pending will goes out now ([MQTT-3.1.2-8]: at the latest when the
-    /// session ends), state is dropped, the Registry told; it stops us with `EndSession`.
+    /// session ends), state is dropped, and it leaves the session table and stops, unless an
+    /// attach is already on its way to it (it then lives on, afresh).
     fn end(&mut self, why: &'static str, ctx: &mut Context<Self>) {
         if self.ended {
             return;
@@ -217,11 +221,13 @@ impl Session {
         self.clear_state();
         self.forget_stored();
         self.ended = true;
-        self.shared.registry.do_send(SessionEnded {
-            client_id: Arc::clone(&self.inbox.client_id),
-            session_id: self.id,
-            generation: self.generation,
-        });
+        if self
+            .shared
+            .table
+            .remove_if_current(&self.inbox.client_id, self.id, self.generation)
+        {
+            self.stop_after_reports(ctx);
+        }
     }
 
     fn is_current(&self, conn_id: u64) -> bool {
@@ -486,14 +492,6 @@ impl Handler<Detach> for Session {
             }
         }
         self.report();
-    }
-}
-
-impl Handler<EndSession> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: EndSession, ctx: &mut Self::Context) {
-        self.stop_after_reports(ctx);
     }
 }
 

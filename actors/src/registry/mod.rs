@@ -1,0 +1,232 @@
+//! The Registry: client id -> Session, and the one place that decides a session's life.
+//!
+//! The table itself (`table`) is shared by every worker: a CONNECT finds or starts its session
+//! there on its own thread, and a session that ends leaves it there, both under the lock of the
+//! client id's table shard, which keeps attaches for one client id in order and never loses a
+//! reconnect racing an expiry (see `table`).
+//!
+//! The Registry actor owns the table for everything else: it rebuilds it from the store at
+//! start-up, answers questions about sessions (`QuerySession`, `FlushSessions`), collects
+//! subscriptions for a TopicNode shard that restarts (`CollectSubscriptions`), and drops the
+//! entries of sessions that are gone when it is itself restarted.
+
+mod table;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{debug, info, o, Logger};
+use starling_proto::TopicFilter;
+
+use crate::config::SessionConfig;
+use crate::metrics::Metrics;
+use crate::msg::{
+    CollectSubscriptions, FlushSessions, GetSessionInfo, Inbox, QuerySession, SessionId,
+    SessionInfo, Subscriber, SubscriptionsFor,
+};
+use crate::security::SecurityManager;
+use crate::session::{Session, SessionShared};
+use crate::store::{Store, StoredSession};
+use crate::supervisor::{inject, InjectFault, Supervision};
+use crate::topic::Router;
+
+pub use table::SessionTable;
+
+/// The client id registry.
+#[derive(Debug)]
+pub struct Registry {
+    /// What every session is given, the session table among it.
+    shared: Arc<SessionShared>,
+    log: Logger,
+}
+
+/// What the Registry is started with.
+#[derive(Debug)]
+pub struct RegistryParts {
+    /// The shards and retain store.
+    pub router: Router,
+    /// Authorization.
+    pub security: Arc<dyn SecurityManager>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Session limits.
+    pub config: SessionConfig,
+    /// How often offline sessions check their expiry.
+    pub scan_interval: Duration,
+    /// The durable store, when persistence is on.
+    pub store: Option<Store>,
+    /// Starts sessions supervised.
+    pub supervision: Supervision,
+}
+
+impl Registry {
+    /// Starts the registry on the first worker, with the sessions `recovered` from the store
+    /// (spread over `workers`). Their subscriptions are registered with the shards on this
+    /// thread before this returns, so nothing published afterwards misses them. Returns its
+    /// address and what connections open sessions with.
+    pub fn start(
+        parts: RegistryParts,
+        recovered: Vec<StoredSession>,
+        workers: &[ArbiterHandle],
+        log: &Logger,
+    ) -> (Addr<Registry>, Arc<SessionShared>) {
+        let log = log.new(o!("actor" => "registry"));
+        let (addr, mailbox) = Supervision::mailbox();
+        let shared = Arc::new(SessionShared {
+            table: Arc::new(SessionTable::new()),
+            supervision: parts.supervision.clone(),
+            router: parts.router,
+            security: parts.security,
+            metrics: parts.metrics,
+            config: parts.config,
+            scan_interval: parts.scan_interval,
+            store: parts.store,
+            log: log.clone(),
+        });
+        let registry = Registry {
+            shared: Arc::clone(&shared),
+            log,
+        };
+        for (i, stored) in recovered.into_iter().enumerate() {
+            registry.start_recovered(stored, workers.get(i % workers.len().max(1)));
+        }
+        parts
+            .supervision
+            .start_with(mailbox, workers.first(), "registry", "".into(), move |_| {
+                registry
+            });
+        (addr, shared)
+    }
+
+    /// Starts a Session rebuilt from the store and registers its subscriptions.
+    fn start_recovered(&self, stored: StoredSession, worker: Option<&ArbiterHandle>) {
+        let table = &self.shared.table;
+        let id = table.next_id();
+        let client_id = Arc::clone(&stored.client_id);
+        let (addr, mailbox) = Supervision::mailbox();
+        let inbox = Arc::new(Inbox::new(addr, Arc::clone(&client_id)));
+        let session = Session::recovered(stored, Arc::clone(&inbox), id, Arc::clone(&self.shared));
+        let subscriptions = session.subscription_list();
+        self.shared.supervision.start_with(
+            mailbox,
+            worker,
+            "session",
+            Arc::clone(&client_id),
+            move |_| session,
+        );
+        for (filter, options, subscription_id) in subscriptions {
+            let subscriber = Subscriber {
+                inbox: Arc::clone(&inbox),
+                options,
+                subscription_id,
+                online: false,
+            };
+            self.shared.router.subscribe(&filter, id, &subscriber);
+        }
+        debug!(self.log, "session recovered"; "client_id" => &*client_id, "session" => id);
+        table.insert_recovered(id, inbox);
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl actix::Supervised for Registry {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // The table is kept (sessions outlive a registry failure); entries whose session is
+        // gone are dropped, so the next CONNECT for them starts afresh.
+        let (dropped, kept) = self.shared.table.drop_dead();
+        info!(self.log, "registry restarted"; "sessions" => kept, "dropped" => dropped);
+    }
+}
+
+impl Handler<InjectFault> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, fault: InjectFault, ctx: &mut Self::Context) {
+        inject(fault, ctx);
+    }
+}
+
+/// Anyone -> Registry: make a session fail (tests; see `[supervisor] fault_injection`).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct InjectSessionFault {
+    /// The session's client id.
+    pub client_id: String,
+    /// How it fails.
+    pub fault: InjectFault,
+}
+
+impl Handler<InjectSessionFault> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: InjectSessionFault, _: &mut Self::Context) -> bool {
+        match self.shared.table.get(&msg.client_id) {
+            Some(session) => {
+                session.do_send(msg.fault);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<CollectSubscriptions> for Registry {
+    type Result = ResponseFuture<Vec<(TopicFilter, SessionId, Subscriber)>>;
+
+    fn handle(&mut self, msg: CollectSubscriptions, _: &mut Self::Context) -> Self::Result {
+        let pending: Vec<_> = self
+            .shared
+            .table
+            .sessions()
+            .iter()
+            .map(|session| session.addr.send(SubscriptionsFor { shard: msg.shard }))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(pending)
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .flatten()
+                .collect()
+        })
+    }
+}
+
+impl Handler<QuerySession> for Registry {
+    type Result = ResponseFuture<Option<SessionInfo>>;
+
+    fn handle(&mut self, msg: QuerySession, _: &mut Self::Context) -> Self::Result {
+        let addr = self
+            .shared
+            .table
+            .get(&msg.client_id)
+            .map(|session| session.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr.send(GetSessionInfo).await.ok(),
+                None => None,
+            }
+        })
+    }
+}
+
+impl Handler<FlushSessions> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushSessions, _: &mut Self::Context) -> Self::Result {
+        let pending: Vec<_> = self
+            .shared
+            .table
+            .sessions()
+            .iter()
+            .map(|session| session.addr.send(GetSessionInfo))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(pending).await;
+        })
+    }
+}
