@@ -156,6 +156,7 @@ SCENARIOS=(
     "idle|idle --count 10000 --hold 2 --duration 10|.rss_per_conn|lower|idle 10k conns (bytes/conn)"
     "idle19k|idle --count 19000 --hold 2 --duration 20|.rss_per_conn|lower|idle 19k conns (bytes/conn)"
     "connect|connect-rate --concurrency 32 --duration 5|.rate|higher|connect rate (conn/s)"
+    "connect-cpu|connect-rate --concurrency 32 --duration 5|.broker_cpu_us_per_conn|lower|connect: broker CPU per connection (us)"
     "retained|retained --count 10000 --duration 10|.receive_s|lower|retained 10k to one # sub (s)"
     "latency|latency --rate 5000 --qos 1 --warmup 1 --duration 5|.latency_us.p50|lower|latency 5k/s QoS1 p50 (us)"
 )

@@ -294,6 +294,34 @@ impl Conn {
         keep_alive: u16,
         deadline: Instant,
     ) -> Result<Conn> {
+        Self::handshake(target, index, client_id, keep_alive, false, deadline).await
+    }
+
+    /// One whole connection's life in a single write: CONNECT and DISCONNECT together (a client
+    /// need not wait for CONNACK before sending more, MQTT 3.1.1 section 3.1.4), then the CONNACK
+    /// is awaited and the socket reset. This is what the connect-rate scenario repeats: it costs
+    /// the load generator one write less per connection than a CONNACK round trip before the
+    /// DISCONNECT, which on loopback is what keeps it from being the bottleneck.
+    pub(crate) async fn connect_and_disconnect(
+        target: &Target,
+        index: usize,
+        client_id: &str,
+        deadline: Instant,
+    ) -> Result<()> {
+        let conn = Self::handshake(target, index, client_id, 0, true, deadline).await?;
+        let _ = conn.stream.set_zero_linger();
+        Ok(())
+    }
+
+    /// CONNECT (followed by DISCONNECT when `then_disconnect`) and the CONNACK.
+    async fn handshake(
+        target: &Target,
+        index: usize,
+        client_id: &str,
+        keep_alive: u16,
+        then_disconnect: bool,
+        deadline: Instant,
+    ) -> Result<Conn> {
         let stream = open(target, index, deadline).await?;
         let mut conn = Conn {
             stream,
@@ -316,7 +344,14 @@ impl Conn {
                 })
             }),
         }));
-        conn.send_packet(&connect, deadline).await?;
+        encode(&connect, conn.protocol, &mut conn.wbuf)
+            .map_err(|e| Error(format!("cannot encode CONNECT: {e}")))?;
+        if then_disconnect {
+            let disconnect = Packet::Disconnect(Disconnect::with_reason(ReasonCode::SUCCESS));
+            encode(&disconnect, conn.protocol, &mut conn.wbuf)
+                .map_err(|e| Error(format!("cannot encode DISCONNECT: {e}")))?;
+        }
+        conn.flush(deadline).await?;
         loop {
             match parse(&conn.rbuf, conn.protocol)? {
                 Some((Frame::Other(Packet::ConnAck(ack)), len)) => {
@@ -338,13 +373,6 @@ impl Conn {
                 None => conn.fill(deadline).await?,
             }
         }
-    }
-
-    /// Encodes `packet` and writes it at once.
-    pub(crate) async fn send_packet(&mut self, packet: &Packet, deadline: Instant) -> Result<()> {
-        encode(packet, self.protocol, &mut self.wbuf)
-            .map_err(|e| Error(format!("cannot encode {}: {e}", packet.kind())))?;
-        self.flush(deadline).await
     }
 
     /// Appends a SUBSCRIBE for one filter to the write buffer.

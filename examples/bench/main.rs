@@ -12,7 +12,7 @@
 //! | `fan-out` | one publisher on `bench/fanout` to `--subscribers` (1000) subscribers | deliveries/s summed over the subscribers |
 //! | `latency` | one publisher at `--rate` (5000) msg/s, QoS 1 by default, to one subscriber | p50 ... max latency in microseconds (HDR histogram) |
 //! | `idle` | opens `--count` (10 000) connections that stay idle `--hold` seconds; with `--broker-pid` the broker's VmRSS before and after | bytes per connection |
-//! | `connect-rate` | `--concurrency` (32) loops of CONNECT / CONNACK / DISCONNECT | connections/s |
+//! | `connect-rate` | `--concurrency` (32) loops of CONNECT + DISCONNECT (one write), CONNACK, reset | connections/s; with `--broker-pid`, CPU µs per connection of bench and broker |
 //! | `retained` | publishes `--count` (10 000) retained messages on distinct topics, then times one `#` subscriber receiving them all (then clears them) | `receive_s` |
 //!
 //! Common options (before or after the scenario name): `--url mqtt://host:port`,
