@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -22,7 +22,7 @@ use crate::config::{BrokerConfig, MqttConfig};
 use crate::connection::Connection;
 use crate::metrics::{Metrics, Reporter};
 use crate::msg::{FlushSessions, QuerySession, SessionInfo};
-use crate::registry::{InjectSessionFault, Registry, RegistryParts};
+use crate::registry::{InjectSessionFault, Registry, RegistryParts, SessionTable};
 use crate::retain::RetainStore;
 use crate::security::{AuthMethods, FailureTracker, SecurityManager};
 use crate::session::SessionShared;
@@ -206,7 +206,9 @@ impl Broker {
         let supervisor = Supervisor::new(config.supervision, Arc::clone(&metrics), log);
         let failed = supervisor.failed();
         let supervision = Supervision::new(supervisor.start());
-        let registry_cell = Arc::new(OnceLock::new());
+        // Every session, by client id: the shards ask them for their subscriptions when
+        // rebuilt, connections open them, the Registry fills it from the store.
+        let table = Arc::new(SessionTable::new());
         for (i, worker) in workers.iter().enumerate() {
             // Before anything else runs there: every actor on the worker counts in its slot.
             worker.spawn(async move { Metrics::enter_worker(i) });
@@ -224,7 +226,7 @@ impl Broker {
             mailbox_limit,
             metrics: Arc::clone(&metrics),
             store: store.clone(),
-            registry: Arc::clone(&registry_cell),
+            sessions: Arc::clone(&table),
         };
         let shards = (0..shard_count)
             .map(|i| {
@@ -264,12 +266,12 @@ impl Broker {
                 scan_interval: config.session_scan_interval,
                 store: store.clone(),
                 supervision,
+                table,
             },
             recovered.sessions,
             workers,
             log,
         );
-        let _ = registry_cell.set(registry.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         info!(log, "broker actors started"; "topic_shards" => shard_count, "workers" => workers.len());
         Ok(Broker {

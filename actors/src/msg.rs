@@ -380,16 +380,8 @@ pub struct AddSubscription {
     pub subscriber: Subscriber,
 }
 
-/// TopicNode -> Registry: every subscription shard `shard` should hold (a restarted shard
-/// rebuilds its trie from the answer).
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<(TopicFilter, SessionId, Subscriber)>")]
-pub struct CollectSubscriptions {
-    /// The shard's number.
-    pub shard: usize,
-}
-
-/// Registry -> Session: your subscriptions that shard `shard` holds.
+/// TopicNode -> Session: your subscriptions that shard `shard` holds (a restarted shard
+/// rebuilds its trie from the answers).
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<(TopicFilter, SessionId, Subscriber)>")]
 pub struct SubscriptionsFor {

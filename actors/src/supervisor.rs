@@ -24,11 +24,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::dev::ContextFut;
 use actix::prelude::*;
-use slog::{crit, error, o, Logger};
+use slog::{crit, error, o, warn, Logger};
 use tokio::sync::watch;
 
 use crate::config::SupervisionConfig;
@@ -46,7 +46,8 @@ pub fn fail<A: Actor<Context = Context<A>>>(ctx: &mut Context<A>, cause: impl In
     ctx.stop();
 }
 
-/// A supervised actor failed and was restarted.
+/// A supervised actor failed and was restarted, or was not because nothing could reach it any
+/// more (no address to it was left).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Restarted {
@@ -56,6 +57,8 @@ pub struct Restarted {
     pub name: String,
     /// Why it failed (the panic message, or the cause given to `fail`).
     pub cause: String,
+    /// False when it was not restarted (nobody held an address to it).
+    pub restarted: bool,
 }
 
 /// Counts restarts against the budget, logs them, and gives up past it.
@@ -96,6 +99,13 @@ impl Handler<Restarted> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Restarted, _: &mut Self::Context) {
+        if !msg.restarted {
+            // Nothing can send to it any more: there is nothing to restart, and nothing to
+            // count against the budget.
+            warn!(self.log, "actor failed; nothing holds its address, so it was not restarted";
+                "kind" => msg.kind, "name" => &msg.name, "cause" => &msg.cause);
+            return;
+        }
         let now = Instant::now();
         self.total += 1;
         count(&self.metrics.local().restarts, 1);
@@ -248,22 +258,20 @@ impl<A: actix::Supervised + Actor<Context = Context<A>>> Future for Supervised<A
                 },
                 Err(panic) => panic_message(panic.as_ref()),
             };
+            // Nobody holds an address any more: nothing to restart for.
+            let restarted = this.fut.restart();
             this.supervisor.do_send(Restarted {
                 kind: this.kind,
                 name: this.name.to_string(),
                 cause,
+                restarted,
             });
-            // Nobody holds an address any more: nothing to restart for.
-            if !this.fut.restart() {
+            if !restarted {
                 return Poll::Ready(());
             }
         }
     }
 }
-
-/// How long a restarting actor waits before asking others to rebuild its state again, when
-/// they could not answer.
-pub const REBUILD_RETRY: Duration = Duration::from_millis(100);
 
 /// A test-only request that an actor fail (see `[supervisor] fault_injection`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]

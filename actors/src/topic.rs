@@ -18,10 +18,10 @@ use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use actix::prelude::*;
-use slog::{debug, info, o, warn, Logger};
+use slog::{debug, info, o, Logger};
 use starling_proto::trie::Trie;
 use starling_proto::{TopicFilter, TopicName};
 
@@ -30,13 +30,13 @@ use starling_proto::QoS;
 
 use crate::metrics::{count, Metrics};
 use crate::msg::{
-    AddSubscription, CollectSubscriptions, Deliver, Message, RemoveSubscription, Route,
-    RouteFailed, RouteShared, SessionId, SharedOnline, Subscriber,
+    AddSubscription, Deliver, Message, RemoveSubscription, Route, RouteFailed, RouteShared,
+    SessionId, SharedOnline, Subscriber, SubscriptionsFor,
 };
-use crate::registry::Registry;
+use crate::registry::SessionTable;
 use crate::retain::{Retain, RetainStore};
 use crate::store::{encode_message, Completion, EntryRecord, Op, Store};
-use crate::supervisor::{inject, InjectFault, REBUILD_RETRY};
+use crate::supervisor::{inject, InjectFault};
 
 /// Picks the TopicNode shard for a topic or a filter, and knows the RetainStore. Cheap to
 /// clone; every Connection and Session holds one.
@@ -250,9 +250,8 @@ pub struct TopicNode {
     store: Option<Store>,
     /// This shard's number.
     index: usize,
-    /// The Registry (set once it is started), which collects the Sessions' subscriptions
-    /// when this shard is rebuilt after a failure.
-    registry: Arc<OnceLock<Addr<Registry>>>,
+    /// Every session, asked for its subscriptions when this shard is rebuilt after a failure.
+    sessions: Arc<SessionTable>,
     log: Logger,
 }
 
@@ -265,8 +264,8 @@ pub struct ShardParts {
     pub metrics: Arc<Metrics>,
     /// The durable store, when persistence is on.
     pub store: Option<Store>,
-    /// The Registry, once started.
-    pub registry: Arc<OnceLock<Addr<Registry>>>,
+    /// Every session (filled by the Registry).
+    pub sessions: Arc<SessionTable>,
 }
 
 impl TopicNode {
@@ -282,7 +281,7 @@ impl TopicNode {
             outgoing: Vec::new(),
             store: parts.store,
             index,
-            registry: parts.registry,
+            sessions: parts.sessions,
             log: log.new(o!("actor" => "topic_node", "shard" => index)),
         }
     }
@@ -290,27 +289,23 @@ impl TopicNode {
     /// Refills the trie from the Sessions' subscription tables (after a restart). Routes wait
     /// until it is done (`ctx.wait`), so no message is routed through a half-built trie.
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
-        let Some(registry) = self.registry.get().cloned() else {
-            return;
-        };
-        let query = registry.send(CollectSubscriptions { shard: self.index });
-        ctx.wait(query.into_actor(self).map(|answer, act, ctx| match answer {
-            Ok(subscriptions) => {
-                let count = subscriptions.len();
-                for (filter, session_id, subscriber) in subscriptions {
-                    let key = SubKey::new(&filter, session_id);
-                    act.trie.insert(filter.matching_filter(), key, subscriber);
-                }
-                info!(act.log, "topic shard rebuilt"; "subscriptions" => count);
+        let shard = self.index;
+        let asked: Vec<_> = self
+            .sessions
+            .sessions()
+            .iter()
+            .map(|session| session.addr.send(SubscriptionsFor { shard }))
+            .collect();
+        let answers = futures_util::future::join_all(asked);
+        ctx.wait(answers.into_actor(self).map(|answers, act, _| {
+            // A session that cannot answer has stopped: its subscriptions went with it.
+            let mut count = 0;
+            for (filter, session_id, subscriber) in answers.into_iter().flatten().flatten() {
+                let key = SubKey::new(&filter, session_id);
+                act.trie.insert(filter.matching_filter(), key, subscriber);
+                count += 1;
             }
-            Err(e) => {
-                warn!(act.log, "cannot rebuild yet; retrying"; "error" => %e);
-                ctx.wait(
-                    actix::clock::sleep(REBUILD_RETRY)
-                        .into_actor(act)
-                        .map(|_, act, ctx| act.rebuild(ctx)),
-                );
-            }
+            info!(act.log, "topic shard rebuilt"; "subscriptions" => count);
         }));
     }
 

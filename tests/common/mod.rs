@@ -26,7 +26,7 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// The broker's log records, when started with `start_captured`.
     pub logs: Option<LogCapture>,
-    _log_guard: Option<starling::logging::Logging>,
+    logging: Option<starling::logging::Logging>,
     settings_files: Vec<tempfile::NamedTempFile>,
     /// The broker's `[persistence] dir` (a fresh directory unless the test's TOML sets one).
     pub data_dir: tempfile::TempDir,
@@ -151,7 +151,7 @@ impl TestBroker {
             server: Some(server),
             addr,
             logs,
-            _log_guard: guard,
+            logging: guard,
             settings_files,
             data_dir,
         }
@@ -159,10 +159,15 @@ impl TestBroker {
 
     /// Stops the broker gracefully and starts it again on the same settings and store (on a
     /// new port).
+    /// A broker started with `start_captured` keeps logging to the same capture.
     pub fn restart(&mut self) {
         self.stop();
         let settings = load_settings(&self.settings_files).expect("settings still valid");
-        let server = starling::start(settings, test_logger()).expect("broker restarts");
+        let log = match &self.logging {
+            Some(logging) => logging.log.clone(),
+            None => test_logger(),
+        };
+        let server = starling::start(settings, log).expect("broker restarts");
         self.addr = server.local_addr("test").expect("test acceptor bound");
         self.server = Some(server);
     }

@@ -6,8 +6,7 @@
 //! reconnect racing an expiry (see `table`).
 //!
 //! The Registry actor owns the table for everything else: it rebuilds it from the store at
-//! start-up, answers questions about sessions (`QuerySession`, `FlushSessions`), collects
-//! subscriptions for a TopicNode shard that restarts (`CollectSubscriptions`), and drops the
+//! start-up, answers questions about sessions (`QuerySession`, `FlushSessions`), and drops the
 //! entries of sessions that are gone when it is itself restarted.
 
 mod table;
@@ -17,14 +16,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{debug, info, o, Logger};
-use starling_proto::TopicFilter;
 
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
-use crate::msg::{
-    CollectSubscriptions, FlushSessions, GetSessionInfo, Inbox, QuerySession, SessionId,
-    SessionInfo, Subscriber, SubscriptionsFor,
-};
+use crate::msg::{FlushSessions, GetSessionInfo, Inbox, QuerySession, SessionInfo};
 use crate::security::SecurityManager;
 use crate::session::{Session, SessionShared};
 use crate::store::{Store, StoredSession};
@@ -58,6 +53,8 @@ pub struct RegistryParts {
     pub store: Option<Store>,
     /// Starts sessions supervised.
     pub supervision: Supervision,
+    /// The session table to fill and serve (shared with the shards).
+    pub table: Arc<SessionTable>,
 }
 
 impl Registry {
@@ -74,7 +71,7 @@ impl Registry {
         let log = log.new(o!("actor" => "registry"));
         let (addr, mailbox) = Supervision::mailbox();
         let shared = Arc::new(SessionShared {
-            table: Arc::new(SessionTable::new()),
+            table: parts.table,
             supervision: parts.supervision.clone(),
             router: parts.router,
             security: parts.security,
@@ -107,7 +104,8 @@ impl Registry {
         let (addr, mailbox) = Supervision::mailbox();
         let inbox = Arc::new(Inbox::new(addr, Arc::clone(&client_id)));
         let session = Session::recovered(stored, Arc::clone(&inbox), id, Arc::clone(&self.shared));
-        let subscriptions = session.subscription_list();
+        // Registered here, on this thread, before anything is published.
+        session.resubscribe();
         self.shared.supervision.start_with(
             mailbox,
             worker,
@@ -115,15 +113,6 @@ impl Registry {
             Arc::clone(&client_id),
             move |_| session,
         );
-        for (filter, options, subscription_id) in subscriptions {
-            let subscriber = Subscriber {
-                inbox: Arc::clone(&inbox),
-                options,
-                subscription_id,
-                online: false,
-            };
-            self.shared.router.subscribe(&filter, id, &subscriber);
-        }
         debug!(self.log, "session recovered"; "client_id" => &*client_id, "session" => id);
         table.insert_recovered(id, inbox);
     }
@@ -171,28 +160,6 @@ impl Handler<InjectSessionFault> for Registry {
             }
             None => false,
         }
-    }
-}
-
-impl Handler<CollectSubscriptions> for Registry {
-    type Result = ResponseFuture<Vec<(TopicFilter, SessionId, Subscriber)>>;
-
-    fn handle(&mut self, msg: CollectSubscriptions, _: &mut Self::Context) -> Self::Result {
-        let pending: Vec<_> = self
-            .shared
-            .table
-            .sessions()
-            .iter()
-            .map(|session| session.addr.send(SubscriptionsFor { shard: msg.shard }))
-            .collect();
-        Box::pin(async move {
-            futures_util::future::join_all(pending)
-                .await
-                .into_iter()
-                .filter_map(Result::ok)
-                .flatten()
-                .collect()
-        })
     }
 }
 

@@ -222,7 +222,7 @@ impl Session {
     }
 
     /// A session rebuilt from the store at start-up, its client offline. The caller registers
-    /// its subscriptions (`subscriptions`) with the shards before anything is routed.
+    /// its subscriptions with the shards (`resubscribe`) before anything is routed.
     pub fn recovered(
         stored: StoredSession,
         inbox: Arc<Inbox>,
@@ -236,20 +236,6 @@ impl Session {
         session.restored.clear();
         session.generation = 1;
         session
-    }
-
-    /// Its subscriptions: filter, options, identifier.
-    pub fn subscription_list(
-        &self,
-    ) -> Vec<(
-        starling_proto::TopicFilter,
-        starling_proto::SubscriptionOptions,
-        Option<u32>,
-    )> {
-        self.subscriptions
-            .iter()
-            .map(|(f, (o, id))| (f.clone(), *o, *id))
-            .collect()
     }
 }
 
@@ -307,8 +293,9 @@ impl actix::Supervised for Session {
 }
 
 impl Session {
-    /// Registers every subscription with the shards again (after a rebuild).
-    fn resubscribe(&self) {
+    /// Registers every subscription with the shards (again, after a rebuild; or for a session
+    /// recovered at start-up, before it runs).
+    pub fn resubscribe(&self) {
         for (filter, (options, subscription_id)) in &self.subscriptions {
             let subscriber = Subscriber {
                 inbox: Arc::clone(&self.inbox),
