@@ -303,3 +303,25 @@ async fn qos0_publishes_sent_just_before_disconnect_are_all_delivered() {
         }
     }
 }
+
+/// [MQTT-4.6.0-6] A burst far larger than what a session takes from its inbox in one turn
+/// (256 deliveries) reaches the subscriber whole and in publish order: the session wakes itself
+/// for what it left.
+#[tokio::test]
+async fn a_large_burst_reaches_a_subscriber_whole_and_in_order() {
+    let broker = TestBroker::start("", "[session]\nmax_queued_messages = 10000");
+    let (mut sub, _) = Raw::connected(broker.addr, Protocol::V311, "burst-sub").await;
+    sub.subscribe("burst", QoS::AtMostOnce).await;
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "burst-pub").await;
+    let burst: Vec<Packet> = (0..3000)
+        .map(|n| publish("burst", QoS::AtMostOnce, None, n.to_string()))
+        .collect();
+    publisher.send_together(&burst).await;
+    for n in 0..3000 {
+        let p = sub.recv_publish().await;
+        assert_eq!(
+            std::str::from_utf8(&p.payload).expect("utf8"),
+            n.to_string()
+        );
+    }
+}

@@ -6,11 +6,13 @@
 //! `SessionSubscribe`, `SessionUnsubscribe`, `ClientAck`, `InboundQos2`, `InboundPubRel`,
 //! `Flushed`), Connection and Session -> TopicNode (`Route`) and RetainStore
 //! (`retain::Retain`), Session -> TopicNode (`AddSubscription`, `RemoveSubscription`),
-//! TopicNode -> Session (`Deliver`), Session -> Connection (`Outbound`, `Kick`), and the
+//! TopicNode -> Session (`Deliver`, queued in the session's `Inbox`, which sends it
+//! `TakeDeliveries`), Session -> Connection (`Outbound`, `Kick`), and the
 //! Registry's questions to sessions (`SubscriptionsFor`, `GetSessionInfo`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -279,10 +281,11 @@ pub struct Route {
 #[error("the message could not be routed or stored")]
 pub struct RouteFailed;
 
-/// A session's mailbox accounting, shared with the shard entries of its subscriptions:
-/// deliveries sent to it and not yet handled, and deliveries a shard dropped because too many
-/// were. It bounds the one edge a session's own queue cannot: its actix mailbox (at twice the
-/// queue bound, at least 1 000, so that normally the queue's drop policy decides).
+/// A session's inbox, shared with the shard entries of its subscriptions: the deliveries the
+/// shards handed it and it has not taken yet, and how many a shard dropped because too many
+/// were waiting. It bounds the one edge a session's own queue cannot: what waits before the
+/// session runs (at twice the queue bound, at least 1 000, so that normally the queue's drop
+/// policy decides).
 ///
 /// It also tells the shards whose session it is and whether that session is persistent
 /// (its QoS 1/2 deliveries are stored before the publisher is acknowledged).
@@ -299,9 +302,10 @@ pub struct Inbox {
     pub client_id: Arc<str>,
     /// The session outlives its connection and persistence is on: deliveries are stored.
     pub durable: AtomicBool,
-    /// `Deliver` messages sent and not yet handled.
-    pub pending: AtomicUsize,
-    /// Deliveries dropped by a shard because `pending` was at the bound.
+    /// Deliveries from the shards the session has not taken yet, in arrival order (see
+    /// `push_delivery`).
+    deliveries: Mutex<VecDeque<Deliver>>,
+    /// Deliveries dropped by a shard because `backlog` was at the bound.
     pub dropped: AtomicU64,
 }
 
@@ -312,9 +316,49 @@ impl Inbox {
             addr,
             client_id,
             durable: AtomicBool::new(false),
-            pending: AtomicUsize::new(0),
+            deliveries: Mutex::new(VecDeque::new()),
             dropped: AtomicU64::new(0),
         }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Deliver>> {
+        // Nothing panics while holding it; a poisoned queue is still a whole queue.
+        self.deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deliveries waiting for the session to take them.
+    pub fn backlog(&self) -> usize {
+        self.queue().len()
+    }
+
+    /// Hands the session a delivery. Deliveries do not travel as one actix message each (two
+    /// allocations, and a mailbox node to chase per delivery): they wait in this queue, and only
+    /// the one that finds it empty sends the session a `TakeDeliveries`, which takes them all.
+    /// A session that is gone gets nothing.
+    pub fn push_delivery(&self, delivery: Deliver) {
+        if !self.addr.connected() {
+            return;
+        }
+        let mut queue = self.queue();
+        let wake = queue.is_empty();
+        queue.push_back(delivery);
+        drop(queue);
+        if wake {
+            self.addr.do_send(TakeDeliveries);
+        }
+    }
+
+    /// The next delivery, if any. An emptied queue that had grown gives its memory back, so an
+    /// idle client keeps none.
+    pub fn take_delivery(&self) -> Option<Deliver> {
+        let mut queue = self.queue();
+        let next = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 16 {
+            *queue = VecDeque::new();
+        }
+        next
     }
 
     /// Sends the session `msg`, without waiting (see `Addr::do_send`).
@@ -399,10 +443,9 @@ pub struct RemoveSubscription {
     pub session_id: SessionId,
 }
 
-/// TopicNode -> Session: a message matched this session's subscriptions (once per session,
-/// however many of its filters matched).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
+/// TopicNode -> Session, through the session's `Inbox` queue: a message matched this
+/// session's subscriptions (once per session, however many of its filters matched).
+#[derive(Debug)]
 pub struct Deliver {
     /// The shared message.
     pub msg: Arc<Message>,
@@ -417,6 +460,11 @@ pub struct Deliver {
     /// Its id in the store, when the shard stored it for this session.
     pub stored: Option<u64>,
 }
+
+/// Inbox -> Session: deliveries wait in the inbox (`Inbox::push_delivery`); take them.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TakeDeliveries;
 
 /// Session -> Connection: packets to write, in order.
 #[derive(Debug, Message)]

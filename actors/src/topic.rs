@@ -326,12 +326,11 @@ impl TopicNode {
         let mut entries = Vec::new();
         self.outgoing.retain_mut(|(sub, d)| {
             let inbox = &sub.inbox;
-            if inbox.pending.load(Ordering::Relaxed) >= limit {
+            if inbox.backlog() >= limit {
                 inbox.dropped.fetch_add(1, Ordering::Relaxed);
                 count(&metrics.local().dropped_queue_full, 1);
                 return false;
             }
-            inbox.pending.fetch_add(1, Ordering::Relaxed);
             if let Some(store) = store {
                 if d.qos != QoS::AtMostOnce && inbox.durable.load(Ordering::Relaxed) {
                     let id = *msg_id.get_or_insert_with(|| store.next_msg_id());
@@ -365,7 +364,7 @@ impl TopicNode {
             _ => None,
         };
         for (sub, d) in self.outgoing.drain(..) {
-            sub.inbox.do_send(d);
+            sub.inbox.push_delivery(d);
         }
         completion
     }

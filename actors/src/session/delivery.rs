@@ -18,7 +18,7 @@ use starling_proto::{encoded_len, Packet, Protocol, PubResponse, Publish, Reason
 use super::Session;
 use crate::msg::{
     outbound_weight, ClientAck, Deliver, Flushed, InboundPubRel, InboundQos2, Kick, Message,
-    Outbound, Routed,
+    Outbound, Routed, TakeDeliveries,
 };
 
 /// How often (at most) drop counters are logged.
@@ -105,6 +105,13 @@ impl Session {
     /// subscribe time skip the queue bound: their payloads are shared with the RetainStore, so
     /// queueing them costs a pointer each, and a subscriber must get all of them.
     pub(super) fn deliver(&mut self, delivery: Delivery<Routed>, bounded: bool) {
+        self.enqueue(delivery, bounded);
+        self.pump();
+    }
+
+    /// Queues a delivery (or drops it, as the queue's policy or the client's Maximum Packet
+    /// Size say), without sending anything yet.
+    fn enqueue(&mut self, delivery: Delivery<Routed>, bounded: bool) {
         if self.too_large_for_client(&delivery) {
             self.dropped_too_large += 1;
             self.release_stored(&delivery.msg);
@@ -124,7 +131,6 @@ impl Session {
             }
             self.note_drop();
         }
-        self.pump();
     }
 
     /// [MQTT-3.1.2-25]: a packet larger than the client's Maximum Packet Size is discarded as
@@ -186,16 +192,32 @@ fn publish_packet(
     }
 }
 
-impl Handler<Deliver> for Session {
+/// Most deliveries taken from the inbox in one go; then the session lets the rest of its
+/// mailbox (and the worker's other actors) have a turn.
+const TAKE_BUDGET: usize = 256;
+
+impl Handler<TakeDeliveries> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-        // Every Deliver was counted in by a shard when sent (see `topic::deliver`).
-        let _ = self.inbox.pending.fetch_update(
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-            |n| n.checked_sub(1),
-        );
+    fn handle(&mut self, _: TakeDeliveries, _: &mut Self::Context) {
+        let mut taken = 0;
+        while let Some(msg) = self.inbox.take_delivery() {
+            self.accept(msg);
+            taken += 1;
+            if taken == TAKE_BUDGET {
+                // The queue may hold more, and no one else will wake us for them. Through the
+                // mailbox, which a restart keeps (a `notify` would die with the context).
+                self.inbox.addr.do_send(TakeDeliveries);
+                break;
+            }
+        }
+        self.pump();
+    }
+}
+
+impl Session {
+    /// Queues one delivery from a shard (the caller pumps).
+    fn accept(&mut self, msg: Deliver) {
         if let Some(id) = msg.stored {
             if self.restored.get_mut().is_some_and(|r| r.remove(&id)) {
                 return;
@@ -213,7 +235,7 @@ impl Handler<Deliver> for Session {
             retain: msg.retain,
             subscription_ids: msg.subscription_ids,
         };
-        self.deliver(delivery, true);
+        self.enqueue(delivery, true);
     }
 }
 
