@@ -7,7 +7,7 @@
 //! `Flushed`), Connection and Session -> TopicNode (`Route`) and RetainStore
 //! (`retain::Retain`), Session -> TopicNode (`AddSubscription`, `RemoveSubscription`),
 //! TopicNode -> Session (`Deliver`, queued in the session's `Inbox`, which sends it
-//! `TakeDeliveries`), Session -> Connection (`Outbound`, `Kick`), and the
+//! `TakeDeliveries`), Session -> Connection (`Outbound`, `OutboundBatch`, `Kick`), and the
 //! Registry's questions to sessions (`SubscriptionsFor`, `GetSessionInfo`).
 
 use std::collections::VecDeque;
@@ -466,10 +466,16 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct TakeDeliveries;
 
-/// Session -> Connection: packets to write, in order.
+/// Session -> Connection: a packet to write.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Outbound(pub Packet);
+
+/// Session -> Connection: packets to write, in order (what one pump of the session's queue
+/// released: one message rather than one per packet).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct OutboundBatch(pub Vec<Packet>);
 
 /// Anyone -> Connection: close the connection, telling a v5 client why.
 #[derive(Debug, Message)]

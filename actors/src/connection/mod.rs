@@ -36,7 +36,7 @@ use starling_proto::{
 use crate::broker::{BrokerContext, Transport, TransportInfo};
 use crate::config::MqttConfig;
 use crate::metrics::{count, gauge};
-use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, SessionId};
+use crate::msg::{outbound_weight, Detach, Flushed, Kick, Outbound, OutboundBatch, SessionId};
 use crate::rare::Rare;
 use crate::security::Principal;
 
@@ -402,6 +402,23 @@ impl Handler<Outbound> for Connection {
     type Result = ();
 
     fn handle(&mut self, Outbound(packet): Outbound, _: &mut Self::Context) {
+        self.outbound(packet);
+    }
+}
+
+impl Handler<OutboundBatch> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, OutboundBatch(packets): OutboundBatch, _: &mut Self::Context) {
+        for packet in packets {
+            self.outbound(packet);
+        }
+    }
+}
+
+impl Connection {
+    /// A packet from the session: written (or held until CONNACK has gone out).
+    fn outbound(&mut self, packet: Packet) {
         // The end of an inbound QoS 2 exchange frees its Receive Maximum quota
         // ([MQTT-3.3.4-8]: PUBCOMP, or PUBREC with a failure code).
         match &packet {

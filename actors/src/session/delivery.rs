@@ -18,7 +18,7 @@ use starling_proto::{encoded_len, Packet, Protocol, PubResponse, Publish, Reason
 use super::Session;
 use crate::msg::{
     outbound_weight, ClientAck, Deliver, Flushed, InboundPubRel, InboundQos2, Kick, Message,
-    Outbound, Routed, TakeDeliveries,
+    Outbound, OutboundBatch, Routed, TakeDeliveries,
 };
 
 /// How often (at most) drop counters are logged.
@@ -33,6 +33,8 @@ impl Session {
         };
         let protocol = link.protocol;
         let now = Instant::now();
+        // Everything this pump sends goes to the connection as one message.
+        let mut batch = Vec::new();
         while self.in_transit < self.shared.config.max_in_transit {
             let Some(send) = self.out.next_send(now) else {
                 break;
@@ -52,8 +54,17 @@ impl Session {
             }
             let packet = self.to_packet(send, protocol, now);
             self.in_transit += outbound_weight(&packet);
-            if let Some(link) = &self.link {
-                link.addr.do_send(Outbound(packet));
+            batch.push(packet);
+        }
+        if let Some(link) = &self.link {
+            match batch.len() {
+                0 => {}
+                1 => {
+                    if let Some(packet) = batch.pop() {
+                        link.addr.do_send(Outbound(packet));
+                    }
+                }
+                _ => link.addr.do_send(OutboundBatch(batch)),
             }
         }
         self.release_dropped();
