@@ -306,7 +306,8 @@ async fn qos0_publishes_sent_just_before_disconnect_are_all_delivered() {
 
 /// [MQTT-4.6.0-6] A burst far larger than what a session takes from its inbox in one turn
 /// (256 deliveries) reaches the subscriber whole and in publish order: the session wakes itself
-/// for what it left.
+/// for what it left. (Usually more than 256 wait at once here, not always; the inbox's
+/// put-back rule itself is unit-tested in `msg::inbox_tests`.)
 #[tokio::test]
 async fn a_large_burst_reaches_a_subscriber_whole_and_in_order() {
     let broker = TestBroker::start("", "[session]\nmax_queued_messages = 10000");

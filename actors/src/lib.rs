@@ -12,7 +12,7 @@
 //! - [`registry`]: client id -> Session: the session table shared by the workers, where a
 //!   CONNECT finds or starts its session on its own thread (attaches for one id in order,
 //!   takeover) and a session that ends leaves; and the Registry actor that owns it (recovery,
-//!   queries, a restarted shard's subscriptions).
+//!   queries, dropping dead entries when it restarts).
 //! - [`session`]: the Session actor, one per client id, outliving connections until expiry:
 //!   subscriptions (the source of truth), QoS 1/2 in flight and the bounded queue (the state
 //!   machine is `proto::session`), inbound QoS 2 ids, the will, and the will of a connection

@@ -7,11 +7,12 @@
 //! `Flushed`), Connection and Session -> TopicNode (`Route`) and RetainStore
 //! (`retain::Retain`), Session -> TopicNode (`AddSubscription`, `RemoveSubscription`),
 //! TopicNode -> Session (`Deliver`, queued in the session's `Inbox`, which sends it
-//! `TakeDeliveries`), Session -> Connection (`Outbound`, `OutboundBatch`, `Kick`), and the
-//! Registry's questions to sessions (`SubscriptionsFor`, `GetSessionInfo`).
+//! `TakeDeliveries`), Session -> Connection (`Outbound`, `OutboundBatch`, `Kick`), a restarted
+//! TopicNode's question to every session (`SubscriptionsFor`), and the Registry's
+//! (`GetSessionInfo`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -156,8 +157,9 @@ pub struct OpenSession {
     pub link: ClientLink,
 }
 
-/// The session's answer to `Attach`, as the session table hands it to the connection.
-pub type AttachReply = actix::dev::Request<crate::session::Session, Attach>;
+/// The session's answer to `Attach`, still to come, as the session table hands it to the
+/// connection.
+pub type AttachReply = tokio::sync::oneshot::Receiver<Attached>;
 
 /// The answer to `Attach`.
 #[derive(Debug, Clone)]
@@ -172,9 +174,13 @@ pub struct Attached {
     pub replay: Vec<Packet>,
 }
 
-/// Session table -> Session: a connection takes the session over.
+/// Session table -> Session: a connection takes the session over. Sent with `do_send`, so the
+/// session always handles it, in the order the table enqueued it, even when the connection
+/// stopped waiting: actix never handles a `send` request whose waiter was dropped, and the
+/// session would then never see the attach its table entry counts. The answer goes back on
+/// `reply`; a connection that is gone by then is detached again at once.
 #[derive(Debug, Message)]
-#[rtype(result = "Attached")]
+#[rtype(result = "()")]
 pub struct Attach {
     /// The new connection.
     pub link: ClientLink,
@@ -184,6 +190,8 @@ pub struct Attach {
     /// that a session which decided to end while a new attach was on its way is not removed
     /// under it.
     pub generation: u64,
+    /// Where the answer goes.
+    pub reply: tokio::sync::oneshot::Sender<Attached>,
 }
 
 /// Connection -> Session: the connection is gone.
@@ -305,6 +313,8 @@ pub struct Inbox {
     /// Deliveries from the shards the session has not taken yet, in arrival order (see
     /// `push_delivery`).
     deliveries: Mutex<VecDeque<Deliver>>,
+    /// Their number, for the shards' bound check without taking the lock.
+    waiting: AtomicUsize,
     /// Deliveries dropped by a shard because `backlog` was at the bound.
     pub dropped: AtomicU64,
 }
@@ -317,6 +327,7 @@ impl Inbox {
             client_id,
             durable: AtomicBool::new(false),
             deliveries: Mutex::new(VecDeque::new()),
+            waiting: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
         }
     }
@@ -330,7 +341,7 @@ impl Inbox {
 
     /// Deliveries waiting for the session to take them.
     pub fn backlog(&self) -> usize {
-        self.queue().len()
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Hands the session a delivery. Deliveries do not travel as one actix message each (two
@@ -344,21 +355,34 @@ impl Inbox {
         let mut queue = self.queue();
         let wake = queue.is_empty();
         queue.push_back(delivery);
+        self.waiting.store(queue.len(), Ordering::Relaxed);
         drop(queue);
         if wake {
             self.addr.do_send(TakeDeliveries);
         }
     }
 
-    /// The next delivery, if any. An emptied queue that had grown gives its memory back, so an
-    /// idle client keeps none.
-    pub fn take_delivery(&self) -> Option<Deliver> {
+    /// Everything waiting, in order, in one lock. The inbox starts again with no buffer, so
+    /// an idle client keeps none.
+    pub fn take_deliveries(&self) -> VecDeque<Deliver> {
         let mut queue = self.queue();
-        let next = queue.pop_front();
-        if queue.is_empty() && queue.capacity() > 16 {
-            *queue = VecDeque::new();
+        self.waiting.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *queue)
+    }
+
+    /// Puts back, ahead of anything that came since, what the session took and did not get to;
+    /// `true` when the session must wake itself for it (nothing else will: the queue was not
+    /// empty when those that came since were pushed, or nothing came).
+    pub fn put_back(&self, mut rest: VecDeque<Deliver>) -> bool {
+        if rest.is_empty() {
+            return false;
         }
-        next
+        let mut queue = self.queue();
+        let woken = !queue.is_empty();
+        rest.append(&mut queue);
+        *queue = rest;
+        self.waiting.store(queue.len(), Ordering::Relaxed);
+        !woken
     }
 
     /// Sends the session `msg`, without waiting (see `Addr::do_send`).
@@ -375,7 +399,7 @@ impl Inbox {
 /// One subscription as a TopicNode keeps it.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
-    /// The subscribing session: its address and mailbox accounting.
+    /// The subscribing session: its address and inbox.
     pub inbox: Arc<Inbox>,
     /// Its options for this filter.
     pub options: SubscriptionOptions,
@@ -516,6 +540,79 @@ pub struct SessionInfo {
     pub drops: starling_proto::session::DropCounts,
     /// Deliveries dropped for exceeding the client's Maximum Packet Size.
     pub dropped_too_large: u64,
-    /// Deliveries dropped before reaching the session because its mailbox was full.
+    /// Deliveries dropped before reaching the session because its inbox was full.
     pub dropped_backlog: u64,
+}
+
+#[cfg(test)]
+mod inbox_tests {
+    use super::*;
+    use crate::supervisor::{Mailbox, Supervision};
+
+    fn inbox() -> (Inbox, Mailbox<Session>) {
+        let (addr, mailbox) = Supervision::mailbox();
+        (Inbox::new(addr, "c".into()), mailbox)
+    }
+
+    fn delivery(n: u8) -> Deliver {
+        Deliver {
+            msg: Arc::new(Message {
+                topic: TopicName::new("t").expect("valid topic"),
+                payload: Bytes::from(vec![n]),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: None,
+                origin: None,
+                expires_at: None,
+            }),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            shared: None,
+            stored: None,
+        }
+    }
+
+    fn payloads(queue: &VecDeque<Deliver>) -> Vec<u8> {
+        queue.iter().map(|d| d.msg.payload[0]).collect()
+    }
+
+    /// What the session did not get to goes back ahead of what came since, and the session
+    /// must wake itself only when nothing came since (a push that came since found the queue
+    /// empty and sent its own wake-up).
+    #[test]
+    fn put_back_keeps_the_order_and_says_who_wakes_the_session() {
+        let (inbox, _mailbox) = inbox();
+        for n in 0..4 {
+            inbox.push_delivery(delivery(n));
+        }
+        assert_eq!(inbox.backlog(), 4);
+        let mut taken = inbox.take_deliveries();
+        assert_eq!(inbox.backlog(), 0);
+        assert_eq!(taken.pop_front().map(|d| d.msg.payload[0]), Some(0));
+        assert!(
+            inbox.put_back(taken),
+            "nothing came since: the session wakes itself"
+        );
+        assert_eq!(inbox.backlog(), 3);
+
+        let mut taken = inbox.take_deliveries();
+        taken.pop_front();
+        inbox.push_delivery(delivery(9));
+        assert!(
+            !inbox.put_back(taken),
+            "the push since sent a wake-up already"
+        );
+        assert_eq!(payloads(&inbox.take_deliveries()), [2, 3, 9]);
+        assert!(!inbox.put_back(VecDeque::new()));
+    }
+
+    /// A session that is gone gets nothing queued.
+    #[test]
+    fn a_gone_session_gets_no_deliveries() {
+        let (inbox, mailbox) = inbox();
+        drop(mailbox);
+        inbox.push_delivery(delivery(1));
+        assert_eq!(inbox.backlog(), 0);
+    }
 }

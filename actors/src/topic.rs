@@ -237,7 +237,7 @@ pub struct TopicNode {
     trie: Trie<SubKey, Subscriber>,
     /// Reused between routes: the merged delivery per matching session.
     pending: HashMap<SessionId, (Subscriber, Deliver)>,
-    /// Most unhandled deliveries in one session's mailbox.
+    /// Most deliveries waiting in one session's inbox.
     mailbox_limit: usize,
     metrics: Arc<Metrics>,
     /// Reused between routes: members of each matching shared subscription.
@@ -258,7 +258,7 @@ pub struct TopicNode {
 /// What a shard is started with.
 #[derive(Debug, Clone)]
 pub struct ShardParts {
-    /// Most unhandled deliveries in one session's mailbox.
+    /// Most deliveries waiting in one session's inbox.
     pub mailbox_limit: usize,
     /// Counters.
     pub metrics: Arc<Metrics>,
@@ -309,7 +309,7 @@ impl TopicNode {
         }));
     }
 
-    /// Sends the deliveries in `outgoing`. A session with `mailbox_limit` unhandled deliveries
+    /// Sends the deliveries in `outgoing`. A session with `mailbox_limit` waiting deliveries
     /// gets none (dropped and counted, like a full session queue would). QoS 1/2 deliveries to
     /// persistent sessions are stored first, with `inbound`, in one store operation whose
     /// completion is returned. `stored` is the message's id if it has one already.

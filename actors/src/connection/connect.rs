@@ -106,7 +106,7 @@ impl Connection {
         }));
     }
 
-    /// Validates the client id, asks the security manager, opens the session at the Registry
+    /// Validates the client id, asks the security manager, opens the session in the session table
     /// and answers CONNACK. `auth` holds the final authentication data and the proven identity
     /// when enhanced authentication succeeded.
     fn open_session(

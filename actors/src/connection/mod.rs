@@ -58,7 +58,7 @@ enum State {
     AwaitingConnect,
     /// CONNECT received with an Authentication Method; AUTH packets are exchanged.
     Authenticating,
-    /// CONNECT received, waiting for the Registry; reading is paused.
+    /// CONNECT received, waiting for the session's answer; reading is paused.
     Connecting,
     /// CONNACK sent.
     Connected,
@@ -437,7 +437,7 @@ impl Connection {
         }
         match self.state {
             State::Connected => self.send_delivery(packet),
-            // The session may answer before the Registry's reply reaches us: keep the order.
+            // Deliveries may come before the session's answer to Attach: keep the order.
             State::Connecting => self.pending.push(packet),
             State::AwaitingConnect | State::Authenticating | State::TakenOver | State::Closing => {}
         }

@@ -115,12 +115,16 @@ impl SessionTable {
             }
         };
         entry.generation += 1;
-        // `send` enqueues now, while the lock orders this attach after any earlier one.
-        entry.session.addr.send(Attach {
+        // Enqueued now (`do_send` ignores the mailbox's capacity), while the lock orders this
+        // attach after any earlier one.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        entry.session.addr.do_send(Attach {
             link: open.link,
             params: open.params,
             generation: entry.generation,
-        })
+            reply,
+        });
+        answer
     }
 
     /// Registers a session rebuilt from the store (start-up). Generation 1: the next attach

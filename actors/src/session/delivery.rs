@@ -33,7 +33,9 @@ impl Session {
         };
         let protocol = link.protocol;
         let now = Instant::now();
-        // Everything this pump sends goes to the connection as one message.
+        // Everything this pump sends goes to the connection as one message; a single packet
+        // needs no vector.
+        let mut first = None;
         let mut batch = Vec::new();
         while self.in_transit < self.shared.config.max_in_transit {
             let Some(send) = self.out.next_send(now) else {
@@ -54,17 +56,17 @@ impl Session {
             }
             let packet = self.to_packet(send, protocol, now);
             self.in_transit += outbound_weight(&packet);
-            batch.push(packet);
+            match first.take() {
+                None if batch.is_empty() => first = Some(packet),
+                Some(earlier) => batch.extend([earlier, packet]),
+                None => batch.push(packet),
+            }
         }
         if let Some(link) = &self.link {
-            match batch.len() {
-                0 => {}
-                1 => {
-                    if let Some(packet) = batch.pop() {
-                        link.addr.do_send(Outbound(packet));
-                    }
-                }
-                _ => link.addr.do_send(OutboundBatch(batch)),
+            if let Some(packet) = first {
+                link.addr.do_send(Outbound(packet));
+            } else if !batch.is_empty() {
+                link.addr.do_send(OutboundBatch(batch));
             }
         }
         self.release_dropped();
@@ -211,16 +213,15 @@ impl Handler<TakeDeliveries> for Session {
     type Result = ();
 
     fn handle(&mut self, _: TakeDeliveries, _: &mut Self::Context) {
-        let mut taken = 0;
-        while let Some(msg) = self.inbox.take_delivery() {
+        let mut taken = self.inbox.take_deliveries();
+        for _ in 0..TAKE_BUDGET {
+            let Some(msg) = taken.pop_front() else { break };
             self.accept(msg);
-            taken += 1;
-            if taken == TAKE_BUDGET {
-                // The queue may hold more, and no one else will wake us for them. Through the
-                // mailbox, which a restart keeps (a `notify` would die with the context).
-                self.inbox.addr.do_send(TakeDeliveries);
-                break;
-            }
+        }
+        if self.inbox.put_back(taken) {
+            // Through the mailbox, which a restart keeps (a `notify` would die with the
+            // context).
+            self.inbox.do_send(TakeDeliveries);
         }
         self.pump();
     }

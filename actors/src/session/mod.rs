@@ -32,7 +32,7 @@ use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 use crate::config::SessionConfig;
 use crate::metrics::{count, gauge, Metrics};
 use crate::msg::{
-    Attach, Attached, ClientLink, Detach, GetSessionInfo, Inbox, Kick, Routed, SessionId,
+    Attach, Attached, ClientLink, ConnId, Detach, GetSessionInfo, Inbox, Kick, Routed, SessionId,
     SessionInfo, Will,
 };
 use crate::rare::Rare;
@@ -91,8 +91,8 @@ pub struct Session {
     shared: Arc<SessionShared>,
     /// What this session last added to the gauges and counters (see `report`).
     reported: Reported,
-    /// Its own address, client id and mailbox accounting, shared with the Registry, its
-    /// connection and its subscriptions' shard entries.
+    /// Its own address, client id and inbox, shared with the session table, its connection
+    /// and its subscriptions' shard entries.
     inbox: Arc<Inbox>,
     /// Who the client is, for authorization (set on every attach).
     principal: Arc<Principal>,
@@ -121,7 +121,7 @@ pub struct Session {
     /// expiry and will timers.
     recovered: bool,
     /// Ids of queued messages read back from the store after a failure: a delivery of one of
-    /// them still in the mailbox is a copy of what was restored, and is skipped.
+    /// them still in the inbox is a copy of what was restored, and is skipped.
     restored: Rare<HashSet<u64>>,
     /// The broker's Receive Maximum for inbound QoS 2.
     inbound_maximum: u16,
@@ -136,8 +136,8 @@ pub struct Session {
     drops_logged_at: Option<Instant>,
     /// Last attach generation seen (see `Attach::generation`).
     generation: u64,
-    /// True once this session has asked the Registry to end it: its state is gone, and an
-    /// attach that still arrives starts it afresh.
+    /// True once this session has ended: its state is gone, and an attach that still arrives
+    /// (the table refused to let it go) starts it afresh.
     ended: bool,
     /// When the last connection ended, for expiry.
     offline_since: Option<Instant>,
@@ -145,7 +145,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new, empty session; the Registry starts it and attaches the first connection.
+    /// A new, empty session; the session table starts it and attaches the first connection.
     pub fn new(inbox: Arc<Inbox>, id: SessionId, shared: Arc<SessionShared>) -> Session {
         let client_id = Arc::clone(&inbox.client_id);
         let out = Outbound::new(shared.config.queue, shared.config.max_inflight);
@@ -380,8 +380,8 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // The Registry `send`s Attach and relies on it being queued at once, in CONNECT order;
-        // deliveries (bounded by the Inbox at far less than this) must never fill the mailbox.
+        // Attach, Detach and the other messages are `do_send`, which ignores the capacity;
+        // this keeps a `send` (a query) from parking behind a burst of them.
         ctx.set_mailbox_capacity(1 << 20);
         if std::mem::take(&mut self.recovered) {
             // Its client is gone (the broker stopped): expiry runs, and a will left pending
@@ -400,9 +400,9 @@ impl Actor for Session {
 }
 
 impl Handler<Attach> for Session {
-    type Result = MessageResult<Attach>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
         self.generation = self.generation.max(msg.generation);
         let params = msg.params;
         // A reconnect within the will delay cancels the will ([MQTT-3.1.3-9]).
@@ -447,18 +447,24 @@ impl Handler<Attach> for Session {
             .set_window(params.window.min(self.shared.config.max_inflight));
         self.in_transit = 0;
         let protocol = msg.link.protocol;
+        let conn_id = msg.link.conn_id;
         self.link = Some(msg.link);
         self.set_shared_online(true);
         let replay = self.replay(protocol);
         // What queued while offline follows the replay (the Connection holds it until CONNACK).
         self.pump();
         self.report();
-        MessageResult(Attached {
+        let attached = Attached {
             session: Arc::clone(&self.inbox),
             session_id: self.id,
             session_present: existed && !params.clean_start,
             replay,
-        })
+        };
+        if msg.reply.send(attached).is_err() {
+            // The connection stopped before its CONNACK: it is gone, without a will (it was
+            // never accepted), and what it would have been sent stays in flight here.
+            self.detached(conn_id, false, None, ctx);
+        }
     }
 }
 
@@ -466,18 +472,31 @@ impl Handler<Detach> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, ctx: &mut Self::Context) {
-        if !self.is_current(msg.conn_id) {
-            self.taken_over_reported(msg.conn_id, msg.publish_will, ctx);
+        self.detached(msg.conn_id, msg.publish_will, msg.new_expiry, ctx);
+    }
+}
+
+impl Session {
+    /// Connection `conn_id` is gone (see `Detach`).
+    fn detached(
+        &mut self,
+        conn_id: ConnId,
+        publish_will: bool,
+        new_expiry: Option<u32>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.is_current(conn_id) {
+            self.taken_over_reported(conn_id, publish_will, ctx);
             return;
         }
         self.link = None;
         self.in_transit = 0;
         self.set_shared_online(false);
         self.hand_back_shared();
-        if let Some(expiry) = msg.new_expiry {
+        if let Some(expiry) = new_expiry {
             self.expiry = (expiry != u32::MAX).then_some(expiry);
         }
-        if msg.publish_will {
+        if publish_will {
             self.trigger_will(ctx);
         } else {
             self.will = None;

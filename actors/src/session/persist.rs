@@ -23,7 +23,7 @@ use slog::{error, info};
 use starling_proto::ReasonCode;
 
 use super::{Session, SessionShared};
-use crate::msg::{Inbox, Kick, Routed, SessionId, Subscriber, SubscriptionsFor};
+use crate::msg::{Inbox, Kick, Routed, SessionId, Subscriber, SubscriptionsFor, TakeDeliveries};
 use crate::security::Principal;
 use crate::store::{
     encode_message, instant_to_unix_ms, session_record, unix_ms_to_instant, EntryRecord, Op,
@@ -232,7 +232,7 @@ impl Session {
         let mut session = Session::new(inbox, id, shared);
         session.restore(stored);
         session.recovered = true;
-        // Nothing of it can be in flight in a mailbox at start-up.
+        // Nothing of it can be in flight in an inbox at start-up.
         session.restored.clear();
         session.generation = 1;
         session
@@ -244,6 +244,10 @@ impl actix::Supervised for Session {
     /// from the store; a session that stored nothing (clean, or persistence off) cannot be
     /// rebuilt and ends, as if its connection had been lost.
     fn restarting(&mut self, ctx: &mut Context<Self>) {
+        // The failure may have come while deliveries were being taken from the inbox, whose
+        // one wake-up was then spent: another one is harmless, a missing one would leave the
+        // inbox untaken for good.
+        self.inbox.do_send(TakeDeliveries);
         if let Some(link) = self.link.take() {
             link.addr.do_send(Kick(ReasonCode::UNSPECIFIED_ERROR));
         }
@@ -267,7 +271,7 @@ impl actix::Supervised for Session {
         };
         let client = Arc::clone(&self.inbox.client_id);
         let load = async move { store.load_session(client).await };
-        // Deliveries wait in the mailbox until the state is back.
+        // Deliveries wait in the inbox (their wake-up in the mailbox) until the state is back.
         ctx.wait(load.into_actor(self).map(|answer, act, ctx| {
             match answer {
                 Ok(Some(stored)) => {

@@ -4,8 +4,9 @@
 //!
 //! SUBACK goes to the Connection through the same mailbox as deliveries, so it always arrives
 //! before any message the new subscription matched. While the RetainStore answers, the session
-//! waits (`ctx.wait`): live deliveries queue in its mailbox and follow the retained ones, so a
-//! subscriber never sees a retained message after a newer live one on the same subscription.
+//! waits (`ctx.wait`): live deliveries wait in its inbox (their `TakeDeliveries` in its
+//! mailbox) and follow the retained ones, so a subscriber never sees a retained message after
+//! a newer live one on the same subscription.
 //!
 //! A persistent session's new subscriptions are durable before SUBACK: the session waits for
 //! the store the same way (deliveries queue behind the wait).

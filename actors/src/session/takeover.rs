@@ -28,7 +28,7 @@ const REPORT_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub(super) struct TakenOver {
     pending: Vec<PendingWill>,
-    /// The Registry asked this session to stop while reports were outstanding.
+    /// The session ended (and left the table) while reports were outstanding.
     stop_when_done: bool,
 }
 
@@ -107,8 +107,8 @@ impl Session {
         }
     }
 
-    /// The Registry asks this session to stop: now, unless taken-over connections still owe a
-    /// report (then when the last one is in).
+    /// The session has ended and left the table: it stops now, unless taken-over connections
+    /// still owe a report (then when the last one is in).
     pub(super) fn stop_after_reports(&mut self, ctx: &mut Context<Self>) {
         match self.taken_over.get_mut() {
             Some(taken_over) => taken_over.stop_when_done = true,
