@@ -19,7 +19,7 @@ use slog::{debug, info, o, Logger};
 
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
-use crate::msg::{FlushSessions, GetSessionInfo, Inbox, QuerySession, SessionInfo};
+use crate::msg::{FlushSessions, GetSessionInfo, QuerySession, SessionInfo};
 use crate::security::SecurityManager;
 use crate::session::{Session, SessionShared};
 use crate::store::{Store, StoredSession};
@@ -99,20 +99,13 @@ impl Registry {
     /// Starts a Session rebuilt from the store and registers its subscriptions.
     fn start_recovered(&self, stored: StoredSession, worker: Option<&ArbiterHandle>) {
         let table = &self.shared.table;
-        let id = table.next_id();
         let client_id = Arc::clone(&stored.client_id);
-        let (addr, mailbox) = Supervision::mailbox();
-        let inbox = Arc::new(Inbox::new(addr, Arc::clone(&client_id)));
-        let session = Session::recovered(stored, Arc::clone(&inbox), id, Arc::clone(&self.shared));
-        // Registered here, on this thread, before anything is published.
-        session.resubscribe();
-        self.shared.supervision.start_with(
-            mailbox,
-            worker,
-            "session",
-            Arc::clone(&client_id),
-            move |_| session,
-        );
+        let (id, inbox) = table.start_session(&self.shared, &client_id, worker, |inbox, id| {
+            let session = Session::recovered(stored, inbox, id, Arc::clone(&self.shared));
+            // Registered here, on this thread, before anything is published.
+            session.resubscribe();
+            session
+        });
         debug!(self.log, "session recovered"; "client_id" => &*client_id, "session" => id);
         table.insert_recovered(id, inbox);
     }

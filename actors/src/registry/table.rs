@@ -16,6 +16,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use actix::ArbiterHandle;
 use slog::debug;
 
 use crate::msg::{Attach, AttachReply, Inbox, OpenSession, SessionId};
@@ -90,18 +91,9 @@ impl SessionTable {
             // declined) is replaced.
             Some(entry) if entry.session.addr.connected() => entry,
             _ => {
-                let id = self.next_id();
-                let (addr, mailbox) = Supervision::mailbox();
-                let inbox = Arc::new(Inbox::new(addr, Arc::clone(&open.client_id)));
-                let session = Arc::clone(&inbox);
-                let session_shared = Arc::clone(shared);
-                shared.supervision.start_with(
-                    mailbox,
-                    None,
-                    "session",
-                    Arc::clone(&open.client_id),
-                    move |_| Session::new(session, id, session_shared),
-                );
+                let (id, inbox) = self.start_session(shared, &open.client_id, None, |inbox, id| {
+                    Session::new(inbox, id, Arc::clone(shared))
+                });
                 debug!(shared.log, "session created";
                     "client_id" => &*open.client_id, "session" => id);
                 shard
@@ -125,6 +117,29 @@ impl SessionTable {
             reply,
         });
         answer
+    }
+
+    /// Starts a session for `client_id` (on `worker`, or the current one) under a fresh id:
+    /// `build` makes it, here, from its inbox and id. The caller registers it in the table.
+    pub fn start_session(
+        &self,
+        shared: &SessionShared,
+        client_id: &Arc<str>,
+        worker: Option<&ArbiterHandle>,
+        build: impl FnOnce(Arc<Inbox>, SessionId) -> Session,
+    ) -> (SessionId, Arc<Inbox>) {
+        let id = self.next_id();
+        let (addr, mailbox) = Supervision::mailbox();
+        let inbox = Arc::new(Inbox::new(addr, Arc::clone(client_id)));
+        let session = build(Arc::clone(&inbox), id);
+        shared.supervision.start_with(
+            mailbox,
+            worker,
+            "session",
+            Arc::clone(client_id),
+            move |_| session,
+        );
+        (id, inbox)
     }
 
     /// Registers a session rebuilt from the store (start-up). Generation 1: the next attach
