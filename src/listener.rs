@@ -136,6 +136,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        starling_actors::busy_poll::touch();
         // Small packets must leave at once (Nagle adds ~40 ms).
         let _ = stream.set_nodelay(true);
         let (broker, endpoint, log) = (broker.clone(), Arc::clone(&endpoint), log.clone());

@@ -71,6 +71,8 @@ pub struct CoreSettings {
     pub outbound_topic_aliases: OutboundAliases,
     /// Milliseconds for a new socket's first bytes plus its TLS and WebSocket handshakes.
     pub handshake_timeout: u64,
+    /// Microseconds a busy worker keeps polling before it sleeps; 0: never.
+    pub busy_poll: u64,
 }
 
 /// `[metrics]`.
@@ -367,6 +369,11 @@ impl Settings {
         if self.core.handshake_timeout == 0 {
             problems.push("core.handshake_timeout: must be at least 1 (milliseconds)".to_owned());
         }
+        if self.core.busy_poll > MAX_BUSY_POLL_US {
+            problems.push(format!(
+                "core.busy_poll: at most {MAX_BUSY_POLL_US} (microseconds; 0 turns it off)"
+            ));
+        }
         if self.websocket.max_frame_size < 1024 {
             problems.push("websocket.max_frame_size: must be at least 1024".to_owned());
         }
@@ -552,9 +559,14 @@ impl Settings {
                 restart_window: std::time::Duration::from_secs(self.supervisor.restart_window),
                 fault_injection: self.supervisor.fault_injection,
             },
+            busy_poll: std::time::Duration::from_micros(self.core.busy_poll),
         }
     }
 }
+
+/// Longest `core.busy_poll`: polling for more than a millisecond would keep a worker's CPU
+/// busy through pauses it should sleep in.
+const MAX_BUSY_POLL_US: u64 = 1000;
 
 /// Which layer the acceptor list comes from: the last file that sets `acceptors` (a file
 /// replaces the list, it never appends), else the built-in defaults.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::raw::{connect_with, publish, Raw};
 use common::*;
 use serde_json::Value;
-use starling_proto::{Packet, Protocol, QoS};
+use starling_proto::{Disconnect, Packet, Protocol, QoS, ReasonCode};
 
 fn json_logging(levels: &str) -> String {
     format!("[logging]\nformat = \"json\"\nlevel = \"info\"\n[logging.levels]\n{levels}\n[metrics]\nlog_interval = 0\nsys_interval = 0\n")
@@ -147,6 +147,67 @@ async fn metrics_records_match_the_traffic() {
         .filter(|r| r["msg"] == "metrics" && r["scope"] == "worker")
         .collect();
     assert!(workers.len() >= 2, "two workers");
+}
+
+/// Connects and disconnects `count` clients one after the other: a burst of accepts and
+/// reads that makes a worker busy in the sense of `core.busy_poll`.
+async fn connect_burst(broker: &TestBroker, count: usize) {
+    for n in 0..count {
+        let (mut client, _) = Raw::connected(broker.addr, Protocol::V311, &format!("b{n}")).await;
+        client
+            .send_packet(&Packet::Disconnect(Disconnect::with_reason(
+                ReasonCode::SUCCESS,
+            )))
+            .await;
+    }
+}
+
+/// The broker metrics records logged so far.
+fn broker_records(logs: &LogCapture) -> Vec<Value> {
+    logs.records()
+        .into_iter()
+        .filter(|r| r["msg"] == "metrics" && r["scope"] == "broker")
+        .collect()
+}
+
+/// `core.busy_poll`: a worker whose sockets bring work often keeps polling instead of sleeping
+/// (`busy_poll_us` grows), and stops within the window once they go quiet (`busy_poll_us` no
+/// longer grows while nothing arrives).
+#[tokio::test]
+async fn a_busy_worker_polls_before_it_sleeps_and_stops_when_quiet() {
+    let extra = format!(
+        "busy_poll = 1000\n{}",
+        json_logging("").replace("log_interval = 0", "log_interval = 1")
+    );
+    let broker = TestBroker::start_captured("", &extra);
+    let logs = broker.logs.clone().expect("captured");
+    connect_burst(&broker, 300).await;
+    logs.wait_for("a metrics record showing busy polling", |r| {
+        r["msg"] == "metrics" && r["scope"] == "broker" && r["busy_poll_us"].as_u64() > Some(0)
+    })
+    .await;
+    // Quiet from here on: after the window the workers sleep, so the figure stops growing.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let seen = broker_records(&logs).len();
+    let quiet = broker_records(&logs)[seen - 1]["busy_poll_us"].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while broker_records(&logs).len() < seen + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no further metrics records"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let later = broker_records(&logs);
+    assert_eq!(
+        later[seen]["busy_poll_us"], quiet,
+        "polling went on while nothing arrived"
+    );
+    assert_eq!(
+        later[seen + 1]["busy_poll_us"],
+        quiet,
+        "polling went on while nothing arrived"
+    );
 }
 
 /// `$SYS` topics (Mosquitto's names) carry the same figures, retained, every `sys_interval`.

@@ -148,6 +148,19 @@ fn zero_intervals_are_errors() {
     assert!(err.contains("core.mqtt_session_scan_interval"), "{err}");
 }
 
+#[test]
+fn busy_poll_above_a_millisecond_is_an_error_naming_the_key() {
+    let (err, _) = load_err("[core]\nbusy_poll = 1001\n");
+    assert!(err.contains("core.busy_poll"), "{err}");
+    let settings = load(&[&file("[core]\nbusy_poll = 1000\n")]).expect("1000 is allowed");
+    assert_eq!(
+        settings.broker_config().busy_poll,
+        std::time::Duration::from_millis(1)
+    );
+    let off = load(&[&file("[core]\nbusy_poll = 0\n")]).expect("0 turns it off");
+    assert_eq!(off.broker_config().busy_poll, std::time::Duration::ZERO);
+}
+
 fn starling() -> Command {
     Command::new(env!("CARGO_BIN_EXE_starling"))
 }

@@ -212,6 +212,13 @@ impl Broker {
         for (i, worker) in workers.iter().enumerate() {
             // Before anything else runs there: every actor on the worker counts in its slot.
             worker.spawn(async move { Metrics::enter_worker(i) });
+            if !config.busy_poll.is_zero() {
+                let (window, metrics) = (config.busy_poll, Arc::clone(&metrics));
+                // The poller holds thread-local state, so it is made on its worker.
+                worker.spawn_fn(move || {
+                    actix_rt::spawn(crate::busy_poll::run(window, metrics));
+                });
+            }
         }
         let shard_count = config.topic_shards.max(1);
         // A safety valve against overload, well above the queue bound, so that in normal

@@ -85,6 +85,9 @@ pub struct BrokerConfig {
     pub persistence: Option<crate::store::PersistenceConfig>,
     /// When failed actors are restarted, and when the broker gives up.
     pub supervision: SupervisionConfig,
+    /// `core.busy_poll`: how long a busy worker polls before it sleeps (`busy_poll`); zero:
+    /// never.
+    pub busy_poll: Duration,
 }
 
 /// The `[supervisor]` settings.
@@ -119,6 +122,7 @@ impl Default for BrokerConfig {
             sys_interval: Duration::from_secs(10),
             persistence: None,
             supervision: SupervisionConfig::default(),
+            busy_poll: Duration::from_micros(50),
         }
     }
 }

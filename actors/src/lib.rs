@@ -27,6 +27,8 @@
 //! - [`supervisor`]: restarts failed actors in place with their state; the restart budget;
 //!   test-only fault injection.
 //! - [`msg`]: every message exchanged between actors: the contract.
+//! - [`busy_poll`]: a busy worker polls its sockets for `core.busy_poll` µs before it sleeps,
+//!   so that senders do not pay for waking it; [`busy_poll::touch`] marks arriving work.
 //! - [`metrics`]: per-worker counters; the reporter logs them and publishes `$SYS` topics.
 //! - [`protocol`]: packet TRACE logging on the `protocol` logger.
 //! - [`config`]: the typed acceptor and broker parameters the actors obey.
@@ -36,6 +38,7 @@
 //! re-exported as [`proto`].
 
 pub mod broker;
+pub mod busy_poll;
 pub mod config;
 pub mod connection;
 pub mod metrics;

@@ -55,6 +55,9 @@ pub struct Counters {
     pub dropped_too_large: AtomicU64,
     /// Failed actors restarted by the supervisor.
     pub restarts: AtomicU64,
+    /// Microseconds the worker kept polling instead of sleeping (`busy_poll`), work done
+    /// meanwhile included.
+    pub busy_poll_us: AtomicU64,
 }
 
 /// A snapshot of counters, as logged.
@@ -90,6 +93,8 @@ pub struct Snapshot {
     pub dropped_too_large: u64,
     /// See `Counters`.
     pub restarts: u64,
+    /// See `Counters`.
+    pub busy_poll_us: u64,
 }
 
 impl Counters {
@@ -112,6 +117,7 @@ impl Counters {
             dropped_offline_qos0: c(&self.dropped_offline_qos0),
             dropped_too_large: c(&self.dropped_too_large),
             restarts: c(&self.restarts),
+            busy_poll_us: c(&self.busy_poll_us),
         }
     }
 }
@@ -133,6 +139,7 @@ impl Snapshot {
         self.dropped_offline_qos0 += other.dropped_offline_qos0;
         self.dropped_too_large += other.dropped_too_large;
         self.restarts += other.restarts;
+        self.busy_poll_us += other.busy_poll_us;
     }
 }
 
@@ -308,6 +315,7 @@ fn log_snapshot(
         "dropped_expired" => s.dropped_expired,
         "dropped_offline_qos0" => s.dropped_offline_qos0,
         "dropped_too_large" => s.dropped_too_large,
+        "busy_poll_us" => s.busy_poll_us,
     );
 }
 

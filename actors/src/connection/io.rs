@@ -102,7 +102,10 @@ impl Connection {
                     self.close(None, ctx);
                     return;
                 }
-                Poll::Ready(Ok(n)) => count(&self.broker.metrics.local().bytes_in, n as u64),
+                Poll::Ready(Ok(n)) => {
+                    crate::busy_poll::touch();
+                    count(&self.broker.metrics.local().bytes_in, n as u64);
+                }
                 Poll::Ready(Err(e)) => {
                     debug!(self.log, "read failed"; "error" => %e);
                     self.close(None, ctx);
