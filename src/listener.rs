@@ -8,7 +8,9 @@
 //! Sniffing: `0x16` starts a TLS handshake (when the acceptor has TLS), after which the first
 //! decrypted bytes are sniffed again; `GET` is a WebSocket upgrade; anything else is raw MQTT (whose decoder closes on garbage). With
 //! `sslEnabled=true` only TLS is accepted; with `optional`, all four transports are. The whole
-//! handshake is bounded by `core.handshake_timeout`.
+//! handshake is bounded by `core.handshake_timeout`. A plain MQTT socket whose first byte is
+//! already there when it is accepted (the usual case) skips the handshake task and goes to the
+//! broker from the accept loop.
 
 use std::io;
 use std::net::SocketAddr;
@@ -139,8 +141,61 @@ pub async fn accept_loop(
         starling_actors::busy_poll::touch();
         // Small packets must leave at once (Nagle adds ~40 ms).
         let _ = stream.set_nodelay(true);
+        // Clients send CONNECT as soon as they are connected, so its first byte is usually
+        // here already: plain MQTT then goes to the broker at once, without a handshake task.
+        if let Some(Sniffed::Mqtt) = first_byte_now(&stream).map(|b| endpoint.sniff(b)) {
+            broker.accept(
+                Box::new(stream),
+                peer,
+                Arc::clone(&endpoint.mqtt),
+                plain_tcp(),
+            );
+            continue;
+        }
         let (broker, endpoint, log) = (broker.clone(), Arc::clone(&endpoint), log.clone());
         actix_rt::spawn(serve(stream, peer, endpoint, broker, log));
+    }
+}
+
+/// The socket's first byte if it has arrived, without waiting.
+fn first_byte_now(stream: &TcpStream) -> Option<u8> {
+    let mut first = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut first);
+    let mut task = std::task::Context::from_waker(std::task::Waker::noop());
+    match stream.poll_peek(&mut task, &mut buf) {
+        std::task::Poll::Ready(Ok(1)) => Some(first[0]),
+        _ => None,
+    }
+}
+
+fn plain_tcp() -> TransportInfo {
+    TransportInfo {
+        kind: "tcp",
+        client_identity: None,
+    }
+}
+
+/// What a socket's first byte makes of it on an acceptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniffed {
+    /// `0x16` with TLS configured: a TLS handshake.
+    Tls,
+    /// `G`: a WebSocket upgrade request.
+    WebSocket,
+    /// Anything else: raw MQTT (whose decoder closes on garbage).
+    Mqtt,
+    /// A transport the acceptor does not allow (plain bytes where TLS is required).
+    Refused,
+}
+
+impl Endpoint {
+    fn sniff(&self, first: u8) -> Sniffed {
+        match (first, &self.tls) {
+            (0x16, Some(_)) => Sniffed::Tls,
+            _ if !self.plain_allowed() => Sniffed::Refused,
+            (b'G', _) => Sniffed::WebSocket,
+            _ => Sniffed::Mqtt,
+        }
     }
 }
 
@@ -169,26 +224,17 @@ async fn handshake(stream: TcpStream, endpoint: &Endpoint) -> io::Result<Accepte
     if stream.peek(&mut first).await? == 0 {
         return Ok(None);
     }
-    match (first[0], &endpoint.tls) {
-        // The TLS and WebSocket handshakes are large futures (the TLS one over 15 KB): boxed,
-        // so that the plain-TCP path, which every task of a connect burst is sized for, stays
-        // small and leaves no large holes in the heap.
-        (0x16, Some(tls)) => Box::pin(tls_handshake(stream, tls, endpoint))
+    // The TLS and WebSocket handshakes are large futures (the TLS one over 15 KB): boxed, so
+    // that this task stays small and leaves no large holes in the heap.
+    match (endpoint.sniff(first[0]), &endpoint.tls) {
+        (Sniffed::Tls, Some(tls)) => Box::pin(tls_handshake(stream, tls, endpoint))
             .await
             .map(Some),
-        (b'G', _) if endpoint.plain_allowed() => {
-            Box::pin(finish(stream, true, false, None, endpoint))
-                .await
-                .map(Some)
-        }
-        (_, _) if endpoint.plain_allowed() => Ok(Some((
-            Box::new(stream),
-            TransportInfo {
-                kind: "tcp",
-                client_identity: None,
-            },
-        ))),
-        _ => Ok(None),
+        (Sniffed::WebSocket, _) => Box::pin(finish(stream, true, false, None, endpoint))
+            .await
+            .map(Some),
+        (Sniffed::Mqtt, _) => Ok(Some((Box::new(stream), plain_tcp()))),
+        (Sniffed::Tls | Sniffed::Refused, _) => Ok(None),
     }
 }
 

@@ -301,6 +301,27 @@ async fn a_silent_socket_is_closed_after_the_handshake_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
+/// A plain MQTT socket is taken either way: with its CONNECT already there when it is accepted
+/// (the accept loop hands it to the broker at once) or with the CONNECT coming later (a
+/// handshake task waits for the first bytes). Both are served and talk to each other.
+#[tokio::test]
+async fn a_connect_sent_late_is_served_like_one_sent_at_once() {
+    let broker = TestBroker::default_broker();
+    let (mut early, _) = Raw::connected(broker.addr, Protocol::V5, "early").await;
+    early.subscribe("late/hello", QoS::AtMostOnce).await;
+    let mut late = Raw::open(broker.addr, Protocol::V5).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    late.send_packet(&connect_packet(Protocol::V5, "late"))
+        .await;
+    match late.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, ReasonCode::SUCCESS),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    late.send_packet(&publish("late/hello", QoS::AtMostOnce, None, "hi"))
+        .await;
+    assert_eq!(&early.recv_publish().await.payload[..], b"hi");
+}
+
 /// Garbage gets the connection closed; other clients are unaffected.
 #[tokio::test]
 async fn garbage_is_closed_without_affecting_others() {
