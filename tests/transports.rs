@@ -11,7 +11,7 @@ use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::Message;
 use bytes::BytesMut;
 use common::pki::Pki;
-use common::raw::{connect_packet, publish, Raw};
+use common::raw::{self, connect_packet, publish, Raw};
 use common::*;
 use futures_util::StreamExt;
 use starling_proto::{
@@ -320,6 +320,21 @@ async fn a_connect_sent_late_is_served_like_one_sent_at_once() {
     late.send_packet(&publish("late/hello", QoS::AtMostOnce, None, "hi"))
         .await;
     assert_eq!(&early.recv_publish().await.payload[..], b"hi");
+}
+
+/// A CONNECT longer than a connection's first read (512 bytes, into the stack while its read
+/// buffer is released), written at once, is read whole.
+#[tokio::test]
+async fn a_connect_longer_than_the_first_read_is_served() {
+    let broker = TestBroker::default_broker();
+    let connect = raw::connect_with(Protocol::V5, "long", |c| {
+        c.username = Some("u".repeat(300));
+        c.password = Some(bytes::Bytes::from(vec![b'p'; 3000]));
+    });
+    let (mut long, ack) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    long.send_packet(&Packet::PingReq).await;
+    assert_eq!(long.recv().await, Some(Packet::PingResp));
 }
 
 /// Garbage gets the connection closed; other clients are unaffected.
