@@ -89,7 +89,7 @@ thread_local! {
 /// Work arrived from outside the worker (a connection accepted, bytes read). Wakes the poller
 /// when the worker is busy; a no-op on a thread without one.
 pub fn touch() {
-    POLLER.with(|poller| {
+    let _ = POLLER.try_with(|poller| {
         let Some(poller) = &*poller.borrow() else {
             return;
         };
@@ -111,7 +111,8 @@ struct Registered;
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        POLLER.with(|poller| poller.borrow_mut().take());
+        // `try_with`: the task may be dropped while the thread's locals are torn down.
+        let _ = POLLER.try_with(|poller| poller.borrow_mut().take());
     }
 }
 
