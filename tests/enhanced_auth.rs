@@ -107,8 +107,9 @@ fn scram_broker() -> (TestBroker, tempfile::NamedTempFile) {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     writeln!(
         file,
-        "# test users\nalice:{}",
-        Verifier::new("wonderland").to_text()
+        "# test users\nalice:{}\nbob:{}",
+        Verifier::new("wonderland").to_text(),
+        Verifier::new("builder").to_text()
     )
     .expect("write");
     let extra = format!(
@@ -264,6 +265,34 @@ async fn a_failed_reauthentication_disconnects() {
     }))
     .await;
     raw.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
+}
+
+/// Re-authentication proves the identity the connection was authorized as, or the connection
+/// ends: a client connected as alice that proves bob (with bob's right password) gets
+/// DISCONNECT 0x87, since what the connection and its subscriptions may do was decided for
+/// alice.
+#[tokio::test]
+async fn reauthentication_as_another_user_disconnects() {
+    let (broker, _file) = scram_broker();
+    let (mut raw, ack, _) = scram_connect(&broker, "alice", "wonderland").await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    let mut bob = ScramClient::new("bob", "builder");
+    raw.send_packet(&Packet::Auth(Auth {
+        reason: ReasonCode::RE_AUTHENTICATE,
+        properties: auth_props(bob.first()),
+    }))
+    .await;
+    let server_first = challenge(raw.recv().await);
+    let client_final = bob.final_message(&server_first);
+    raw.send_packet(&Packet::Auth(Auth {
+        reason: ReasonCode::CONTINUE_AUTHENTICATION,
+        properties: auth_props(client_final),
+    }))
+    .await;
+    raw.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
+    // Bob may connect as himself.
+    let (_, ack, _) = scram_connect(&broker, "bob", "builder").await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
 }
 
 /// [MQTT-4.12.1-1] Re-authentication must use the CONNECT's method; a client that connected

@@ -73,9 +73,24 @@ impl Connection {
                 };
                 info!(self.log, "authenticated"; "method" => self.auth_method(), "identity" => &identity);
                 match auth.connect {
-                    Some(connect) => self.open_session(&connect, Some((data, identity)), ctx),
-                    // Re-authentication succeeded: AUTH 0x00 with the final data.
-                    None => self.send_auth(ReasonCode::SUCCESS, data),
+                    Some(connect) => {
+                        self.auth.get_or_default().identity = Some(identity.clone());
+                        self.open_session(&connect, Some((data, identity)), ctx)
+                    }
+                    None => {
+                        let proven = self.auth.get().and_then(|a| a.identity.as_deref());
+                        if proven != Some(identity.as_str()) {
+                            // The connection's rights (and its session's subscriptions) were
+                            // granted to the identity it connected as; another one must connect
+                            // on its own.
+                            warn!(self.log, "re-authentication proved another identity";
+                                "connected_as" => proven, "identity" => &identity);
+                            self.close(Some(ReasonCode::NOT_AUTHORIZED), ctx);
+                            return;
+                        }
+                        // Re-authentication succeeded: AUTH 0x00 with the final data.
+                        self.send_auth(ReasonCode::SUCCESS, data)
+                    }
                 }
             }
             AuthStep::Failure(code) => {

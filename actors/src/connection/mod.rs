@@ -85,6 +85,9 @@ struct Authentication {
     certificate_identity: Option<String>,
     /// The Authentication Method of CONNECT (MQTT 5), which re-authentication must reuse.
     method: Option<String>,
+    /// The identity that method proved at CONNECT, which re-authentication must prove again:
+    /// what the connection may do was decided for it.
+    identity: Option<String>,
     /// An authentication exchange under way.
     exchange: Option<AuthInProgress>,
 }
