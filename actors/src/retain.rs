@@ -4,19 +4,20 @@
 //! ([MQTT-3.3.1-10]). A new subscription asks for the messages its filters match. Messages
 //! expire by their MQTT 5 Message Expiry Interval, or else after the configured retained expiry
 //! delay (the Artemis `expiry-delay` for retained messages); expired ones are never delivered
-//! and are purged on every scan.
+//! and are purged on every scan. Messages are kept in a `TopicTree`, so a wildcard filter
+//! visits only the branches it can match, not every retained topic.
 //!
 //! With persistence, every change is also sent to the store (except `$SYS` topics, which the
 //! broker republishes anyway), and the store's retained messages are what the RetainStore
 //! starts with. A retained message published with QoS 1/2 is durable before it is
 //! acknowledged: `Retain` answers once the store has committed it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{debug, error, info, o, Logger};
+use starling_proto::topic_tree::TopicTree;
 use starling_proto::TopicFilter;
 
 use crate::msg::{Message, RouteFailed};
@@ -50,7 +51,8 @@ struct Retained {
 /// The retained message store.
 #[derive(Debug)]
 pub struct RetainStore {
-    messages: HashMap<Arc<str>, Retained>,
+    /// By topic, so that a wildcard SUBSCRIBE visits only the branches it can match.
+    messages: TopicTree<Retained>,
     /// Expiry for retained messages that carry none; `None` keeps them until replaced.
     default_expiry: Option<Duration>,
     scan_interval: Duration,
@@ -68,7 +70,7 @@ impl RetainStore {
         log: &Logger,
     ) -> Self {
         let mut retain = RetainStore {
-            messages: HashMap::new(),
+            messages: TopicTree::new(),
             default_expiry,
             scan_interval,
             store,
@@ -80,20 +82,14 @@ impl RetainStore {
 
     /// Replaces what is held with `messages` (their expiry is already absolute).
     fn load(&mut self, messages: Vec<Message>) {
-        self.messages = messages
-            .into_iter()
-            .map(|msg| {
-                let topic: Arc<str> = msg.topic.as_str().into();
-                let expires_at = msg.expires_at;
-                (
-                    topic,
-                    Retained {
-                        msg: Arc::new(msg),
-                        expires_at,
-                    },
-                )
-            })
-            .collect();
+        let mut tree = TopicTree::new();
+        for msg in messages {
+            let topic = msg.topic.clone();
+            let expires_at = msg.expires_at;
+            let msg = Arc::new(msg);
+            tree.insert(topic.as_str(), Retained { msg, expires_at });
+        }
+        self.messages = tree;
     }
 }
 
@@ -105,7 +101,7 @@ impl Actor for RetainStore {
             let now = Instant::now();
             let before = act.messages.len();
             act.messages
-                .retain(|_, r| r.expires_at.is_none_or(|at| at > now));
+                .retain(|r| r.expires_at.is_none_or(|at| at > now));
             let purged = before - act.messages.len();
             if purged > 0 {
                 debug!(act.log, "expired retained messages purged"; "count" => purged);
@@ -164,8 +160,7 @@ impl Handler<Retain> for RetainStore {
                     ..(*msg).clone()
                 })),
             };
-            self.messages
-                .insert(Arc::clone(&topic), Retained { msg, expires_at });
+            self.messages.insert(&topic, Retained { msg, expires_at });
             let Some(message) = message else {
                 return Box::pin(async { Ok(()) });
             };
@@ -199,11 +194,11 @@ impl Handler<MatchRetained> for RetainStore {
         let mut found = Vec::new();
         for (i, filter) in msg.filters.iter().enumerate() {
             if filter.has_wildcards() {
-                for r in self.messages.values() {
-                    if live(r) && filter.matches(&r.msg.topic) {
+                self.messages.for_each_match(filter.matching_filter(), |r| {
+                    if live(r) {
                         found.push((i, Arc::clone(&r.msg)));
                     }
-                }
+                });
             } else if let Some(r) = self.messages.get(filter.matching_filter()) {
                 if live(r) {
                     found.push((i, Arc::clone(&r.msg)));

@@ -9,6 +9,7 @@
 //!   decoding errors to codes on the wire.
 //! - [`topic`]: validated `TopicName` / `TopicFilter` newtypes and matching.
 //! - [`trie`]: the subscription trie, generic over the subscriber value.
+//! - [`topic_tree`]: values by topic name (retained messages), found by filter.
 //! - [`session`]: a session's outbound state: packet ids, in-flight window, bounded queue,
 //!   acknowledgements and replay on reconnect.
 
@@ -17,6 +18,7 @@ pub mod packet;
 pub mod reason;
 pub mod session;
 pub mod topic;
+pub mod topic_tree;
 pub mod trie;
 
 pub use codec::{decode, encode, encoded_len, DecodeError, EncodeError, Limits};
