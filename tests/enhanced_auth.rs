@@ -210,6 +210,23 @@ async fn scram_sha256_with_a_wrong_password_or_unknown_user_is_refused() {
     }
 }
 
+/// Re-authenticates on a live connection as `client`: AUTH 0x19, the challenge, the proof. The
+/// broker's answer to the proof is left to read.
+async fn reauthenticate(raw: &mut Raw, client: &mut ScramClient) {
+    raw.send_packet(&Packet::Auth(Auth {
+        reason: ReasonCode::RE_AUTHENTICATE,
+        properties: auth_props(client.first()),
+    }))
+    .await;
+    let server_first = challenge(raw.recv().await);
+    let client_final = client.final_message(&server_first);
+    raw.send_packet(&Packet::Auth(Auth {
+        reason: ReasonCode::CONTINUE_AUTHENTICATION,
+        properties: auth_props(client_final),
+    }))
+    .await;
+}
+
 /// Re-authentication ([MQTT-4.12.1-1]): AUTH 0x19 with the same method, a challenge, then
 /// AUTH 0x00 with the server's signature; the connection stays up.
 #[tokio::test]
@@ -218,18 +235,7 @@ async fn reauthentication_succeeds_on_a_live_connection() {
     let (mut raw, ack, _) = scram_connect(&broker, "alice", "wonderland").await;
     assert_eq!(ack.code, ReasonCode::SUCCESS);
     let mut again = ScramClient::new("alice", "wonderland");
-    raw.send_packet(&Packet::Auth(Auth {
-        reason: ReasonCode::RE_AUTHENTICATE,
-        properties: auth_props(again.first()),
-    }))
-    .await;
-    let server_first = challenge(raw.recv().await);
-    let client_final = again.final_message(&server_first);
-    raw.send_packet(&Packet::Auth(Auth {
-        reason: ReasonCode::CONTINUE_AUTHENTICATION,
-        properties: auth_props(client_final),
-    }))
-    .await;
+    reauthenticate(&mut raw, &mut again).await;
     match raw.recv().await {
         Some(Packet::Auth(a)) => {
             assert_eq!(a.reason, ReasonCode::SUCCESS);
@@ -252,18 +258,7 @@ async fn a_failed_reauthentication_disconnects() {
     let (broker, _file) = scram_broker();
     let (mut raw, _, _) = scram_connect(&broker, "alice", "wonderland").await;
     let mut wrong = ScramClient::new("alice", "queen-of-hearts");
-    raw.send_packet(&Packet::Auth(Auth {
-        reason: ReasonCode::RE_AUTHENTICATE,
-        properties: auth_props(wrong.first()),
-    }))
-    .await;
-    let server_first = challenge(raw.recv().await);
-    let client_final = wrong.final_message(&server_first);
-    raw.send_packet(&Packet::Auth(Auth {
-        reason: ReasonCode::CONTINUE_AUTHENTICATION,
-        properties: auth_props(client_final),
-    }))
-    .await;
+    reauthenticate(&mut raw, &mut wrong).await;
     raw.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
 }
 
@@ -277,18 +272,7 @@ async fn reauthentication_as_another_user_disconnects() {
     let (mut raw, ack, _) = scram_connect(&broker, "alice", "wonderland").await;
     assert_eq!(ack.code, ReasonCode::SUCCESS);
     let mut bob = ScramClient::new("bob", "builder");
-    raw.send_packet(&Packet::Auth(Auth {
-        reason: ReasonCode::RE_AUTHENTICATE,
-        properties: auth_props(bob.first()),
-    }))
-    .await;
-    let server_first = challenge(raw.recv().await);
-    let client_final = bob.final_message(&server_first);
-    raw.send_packet(&Packet::Auth(Auth {
-        reason: ReasonCode::CONTINUE_AUTHENTICATION,
-        properties: auth_props(client_final),
-    }))
-    .await;
+    reauthenticate(&mut raw, &mut bob).await;
     raw.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
     // Bob may connect as himself.
     let (_, ack, _) = scram_connect(&broker, "bob", "builder").await;
