@@ -11,9 +11,10 @@
 //! `core.busy_poll` microseconds: see [`Rate`]) does not sleep as soon as it is idle: a poller
 //! task on it yields to the runtime, which polls the sockets without blocking, and gives the
 //! CPU to any other runnable thread (`sched_yield`), until nothing has arrived for
-//! `busy_poll` microseconds. A quiet worker never polls: it costs nothing when idle, and
-//! little at a low message rate, where the gap between events is long and the CPU better
-//! spent elsewhere. This is the trade HAProxy's `busy-polling` and Go's spinning threads make;
+//! `busy_poll` microseconds. An idle worker never polls, and one whose events are sparse on
+//! average does not either: a gap counts as at most eight windows, so only a burst of a dozen
+//! or more events close together starts a polling spell there, which ends one window after
+//! the burst. This is the trade HAProxy's `busy-polling` and Go's spinning threads make;
 //! here it is adaptive, so it only spends CPU where the worker is busy already.
 //!
 //! [`touch`] is called where work arrives from outside: the accept loops and every socket
@@ -106,13 +107,19 @@ pub fn touch() {
     });
 }
 
-/// Clears the thread's poller when the task ends (its worker stops).
-struct Registered;
+/// Clears the thread's poller when the task ends (its worker stops), unless another poller
+/// (of a broker started on the same worker since) has taken the slot.
+struct Registered(Rc<Poller>);
 
 impl Drop for Registered {
     fn drop(&mut self) {
         // `try_with`: the task may be dropped while the thread's locals are torn down.
-        let _ = POLLER.try_with(|poller| poller.borrow_mut().take());
+        let _ = POLLER.try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.as_ref().is_some_and(|p| Rc::ptr_eq(p, &self.0)) {
+                *slot = None;
+            }
+        });
     }
 }
 
@@ -127,7 +134,7 @@ pub async fn run(window: Duration, metrics: Arc<Metrics>) {
         waker: RefCell::new(None),
     });
     POLLER.with(|slot| *slot.borrow_mut() = Some(Rc::clone(&poller)));
-    let _registered = Registered;
+    let _registered = Registered(Rc::clone(&poller));
     loop {
         poll_fn(|task| {
             if poller.dormant.get() {

@@ -5,20 +5,43 @@
 //! them. A SUBSCRIBE to `a/+/c` then visits the children of `a` and one grandchild each, not
 //! every retained topic; only `#` (at any level) visits a whole subtree, which it matches.
 //!
-//! Topic names are attacker-controlled and may have tens of thousands of levels, so nothing
-//! here recurses on depth: the match walk keeps an explicit stack, removal finds what to prune
-//! in a read-only pass first, and dropping a subtree is iterative.
+//! Topic names are attacker-controlled and may have tens of thousands of levels. A node per
+//! level would make one such topic cost megabytes, so topics deeper than [`TREE_LEVELS`] are
+//! kept whole beside the tree and matched by a scan (there are few of them, and they cost what
+//! their names cost). Nothing here recurses on depth either: the match walk keeps an explicit
+//! stack, removal finds what to prune in a read-only pass first, dropping a subtree is
+//! iterative, and `Debug` shows sizes, not the tree.
 
 use std::collections::HashMap;
+use std::fmt;
+
+use crate::topic::matches_str;
+
+/// Topics with more levels than this are kept beside the tree, not in it.
+pub const TREE_LEVELS: usize = 64;
 
 /// Values keyed by topic name, level by level.
-#[derive(Debug)]
 pub struct TopicTree<V> {
     root: Node<V>,
+    /// Topics deeper than [`TREE_LEVELS`], whole.
+    deep: HashMap<Box<str>, V>,
     len: usize,
 }
 
-#[derive(Debug)]
+impl<V> fmt::Debug for TopicTree<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicTree")
+            .field("len", &self.len)
+            .field("deep", &self.deep.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `topic` is kept beside the tree.
+fn is_deep(topic: &str) -> bool {
+    topic.bytes().filter(|&b| b == b'/').count() >= TREE_LEVELS
+}
+
 struct Node<V> {
     value: Option<V>,
     children: HashMap<Box<str>, Node<V>>,
@@ -52,6 +75,7 @@ impl<V> TopicTree<V> {
     pub fn new() -> TopicTree<V> {
         TopicTree {
             root: Node::default(),
+            deep: HashMap::new(),
             len: 0,
         }
     }
@@ -68,6 +92,13 @@ impl<V> TopicTree<V> {
 
     /// Sets the value of `topic` (a valid topic name), returning the one it replaces.
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
+        if is_deep(topic) {
+            let old = self.deep.insert(Box::from(topic), value);
+            if old.is_none() {
+                self.len += 1;
+            }
+            return old;
+        }
         let mut node = &mut self.root;
         for level in topic.split('/') {
             node = node.children.entry(Box::from(level)).or_default();
@@ -81,6 +112,9 @@ impl<V> TopicTree<V> {
 
     /// The value of `topic`, if any.
     pub fn get(&self, topic: &str) -> Option<&V> {
+        if is_deep(topic) {
+            return self.deep.get(topic);
+        }
         let mut node = &self.root;
         for level in topic.split('/') {
             node = node.children.get(level)?;
@@ -90,6 +124,11 @@ impl<V> TopicTree<V> {
 
     /// Removes the value of `topic`; nodes left with neither value nor children are pruned.
     pub fn remove(&mut self, topic: &str) -> Option<V> {
+        if is_deep(topic) {
+            let value = self.deep.remove(topic)?;
+            self.len -= 1;
+            return Some(value);
+        }
         // Pass 1 (read only): find the value, and the shallowest level from which the path
         // holds nothing but it, so that the whole chain below can be cut off at once.
         let depth = topic.split('/').count();
@@ -136,6 +175,11 @@ impl<V> TopicTree<V> {
     /// Honours [MQTT-4.7.2-1] (`#` and `+` at the first level do not match topics starting
     /// with `$`) and lets `a/#` match `a`.
     pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&V)) {
+        for (topic, value) in &self.deep {
+            if matches_str(filter, topic) {
+                f(value);
+            }
+        }
         // (node, the filter levels left after it: `None` when the filter ended there).
         let mut stack: Vec<(&Node<V>, Option<&str>, bool)> = vec![(&self.root, Some(filter), true)];
         while let Some((node, rest, at_root)) = stack.pop() {
@@ -187,11 +231,28 @@ impl<V> TopicTree<V> {
         }
     }
 
-    /// Keeps only the values for which `keep` is true, pruning emptied branches.
+    /// Keeps only the values for which `keep` is true, pruning emptied branches. The tree is
+    /// rebuilt only when something goes: a read-only pass looks first.
     pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        let mut removed = 0;
-        retain_node(&mut self.root, &mut keep, &mut removed);
+        let before = self.deep.len();
+        self.deep.retain(|_, v| keep(v));
+        let mut removed = before - self.deep.len();
+        if self.any_in_tree(|v| !keep(v)) {
+            retain_node(&mut self.root, &mut keep, &mut removed);
+        }
         self.len -= removed;
+    }
+
+    /// Whether any value in the tree (not the deep topics) satisfies `f`.
+    fn any_in_tree(&self, mut f: impl FnMut(&V) -> bool) -> bool {
+        let mut pending = vec![&self.root];
+        while let Some(node) = pending.pop() {
+            if node.value.as_ref().is_some_and(&mut f) {
+                return true;
+            }
+            pending.extend(node.children.values());
+        }
+        false
     }
 }
 

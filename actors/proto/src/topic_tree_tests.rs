@@ -82,6 +82,44 @@ fn retain_drops_values_and_prunes_emptied_branches() {
     assert!(a.children.get("b").unwrap().children.is_empty());
 }
 
+/// Topics deeper than `TREE_LEVELS` are kept whole beside the tree (one node per level would
+/// make a 65 000-level topic cost megabytes) and behave exactly like the others.
+#[test]
+fn deep_topics_are_kept_beside_the_tree_and_behave_the_same() {
+    let at_limit = vec!["d"; TREE_LEVELS].join("/");
+    let over = vec!["d"; TREE_LEVELS + 1].join("/");
+    let mut t = tree(&[at_limit.as_str(), over.as_str(), "d"]);
+    assert_eq!(t.len(), 3);
+    assert_eq!(
+        t.deep.len(),
+        1,
+        "only the topic over the limit is beside the tree"
+    );
+    assert_eq!(matches(&t, "#").len(), 3);
+    assert_eq!(matches(&t, "d/#").len(), 3);
+    assert_eq!(matches(&t, "+/#").len(), 3);
+    assert_eq!(matches(&t, &over), set(&[over.as_str()]));
+    assert_eq!(matches(&t, "$SYS/#").len(), 0);
+    assert_eq!(t.get(&over), Some(&over));
+    assert_eq!(t.insert(&over, "again".to_owned()), Some(over.clone()));
+    assert_eq!(t.len(), 3);
+    t.retain(|v| v != "again");
+    assert_eq!(t.len(), 2);
+    assert!(t.deep.is_empty());
+    t.insert(&over, over.clone());
+    assert_eq!(t.remove(&over), Some(over.clone()));
+    assert_eq!(t.len(), 2);
+    assert!(format!("{t:?}").contains("len: 2"));
+}
+
+#[test]
+fn retain_that_keeps_everything_changes_nothing() {
+    let mut t = tree(&["a/b", "a/c", "x"]);
+    t.retain(|_| true);
+    assert_eq!(t.len(), 3);
+    assert_eq!(matches(&t, "#"), set(&["a/b", "a/c", "x"]));
+}
+
 /// Topics are client-controlled: one with 100 000 levels is stored, matched, removed and
 /// dropped without recursion.
 #[test]

@@ -16,13 +16,20 @@ use std::hash::Hash;
 /// A subscription trie keyed by the levels of (already validated, non-shared) topic filters.
 ///
 /// One entry per (filter, key): inserting the same pair again replaces the value.
-#[derive(Debug)]
 pub struct Trie<K, V> {
     root: Node<K, V>,
     len: usize,
 }
 
-#[derive(Debug)]
+impl<K, V> std::fmt::Debug for Trie<K, V> {
+    /// Sizes only: a derived `Debug` would recurse through the levels of deep filters.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trie")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Node<K, V> {
     /// Children for literal levels (`a`, `$SYS`, the empty level).
     children: HashMap<Box<str>, Node<K, V>>,
