@@ -143,7 +143,7 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // Clients send CONNECT as soon as they are connected, so its first byte is usually
         // here already: plain MQTT then goes to the broker at once, without a handshake task.
-        if let Some(Sniffed::Mqtt) = first_byte_now(&stream).map(|b| endpoint.sniff(b)) {
+        if first_byte_now(&stream).is_some_and(|b| matches!(endpoint.sniff(b), Sniffed::Mqtt)) {
             broker.accept(
                 Box::new(stream),
                 peer,
@@ -176,10 +176,10 @@ fn plain_tcp() -> TransportInfo {
 }
 
 /// What a socket's first byte makes of it on an acceptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sniffed {
-    /// `0x16` with TLS configured: a TLS handshake.
-    Tls,
+#[derive(Debug, Clone, Copy)]
+enum Sniffed<'a> {
+    /// `0x16` with TLS configured: a TLS handshake with these settings.
+    Tls(&'a Tls),
     /// `G`: a WebSocket upgrade request.
     WebSocket,
     /// Anything else: raw MQTT (whose decoder closes on garbage).
@@ -189,9 +189,9 @@ enum Sniffed {
 }
 
 impl Endpoint {
-    fn sniff(&self, first: u8) -> Sniffed {
+    fn sniff(&self, first: u8) -> Sniffed<'_> {
         match (first, &self.tls) {
-            (0x16, Some(_)) => Sniffed::Tls,
+            (0x16, Some(tls)) => Sniffed::Tls(tls),
             _ if !self.plain_allowed() => Sniffed::Refused,
             (b'G', _) => Sniffed::WebSocket,
             _ => Sniffed::Mqtt,
@@ -226,15 +226,15 @@ async fn handshake(stream: TcpStream, endpoint: &Endpoint) -> io::Result<Accepte
     }
     // The TLS and WebSocket handshakes are large futures (the TLS one over 15 KB): boxed, so
     // that this task stays small and leaves no large holes in the heap.
-    match (endpoint.sniff(first[0]), &endpoint.tls) {
-        (Sniffed::Tls, Some(tls)) => Box::pin(tls_handshake(stream, tls, endpoint))
+    match endpoint.sniff(first[0]) {
+        Sniffed::Tls(tls) => Box::pin(tls_handshake(stream, tls, endpoint))
             .await
             .map(Some),
-        (Sniffed::WebSocket, _) => Box::pin(finish(stream, true, false, None, endpoint))
+        Sniffed::WebSocket => Box::pin(finish(stream, true, false, None, endpoint))
             .await
             .map(Some),
-        (Sniffed::Mqtt, _) => Ok(Some((Box::new(stream), plain_tcp()))),
-        (Sniffed::Tls | Sniffed::Refused, _) => Ok(None),
+        Sniffed::Mqtt => Ok(Some((Box::new(stream), plain_tcp()))),
+        Sniffed::Refused => Ok(None),
     }
 }
 

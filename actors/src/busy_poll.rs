@@ -74,7 +74,6 @@ impl Rate {
 
 /// The poller's state, on its worker's thread.
 struct Poller {
-    window: Duration,
     rate: Cell<Rate>,
     last_event: Cell<Instant>,
     /// True while the poller waits for a busy worker (and the thread may sleep).
@@ -127,7 +126,6 @@ impl Drop for Registered {
 /// polling until nothing has arrived for `window`, and again. Runs until its worker stops.
 pub async fn run(window: Duration, metrics: Arc<Metrics>) {
     let poller = Rc::new(Poller {
-        window,
         rate: Cell::new(Rate::new(window)),
         last_event: Cell::new(Instant::now()),
         dormant: Cell::new(true),
@@ -159,7 +157,7 @@ pub async fn run(window: Duration, metrics: Arc<Metrics>) {
             // task is ready) and runs what they woke before this task again.
             tokio::task::yield_now().await;
             let now = Instant::now();
-            if now.saturating_duration_since(poller.last_event.get()) >= poller.window {
+            if now.saturating_duration_since(poller.last_event.get()) >= window {
                 account(counted_until, now);
                 break;
             }

@@ -193,17 +193,12 @@ impl Handler<MatchRetained> for RetainStore {
         let live = |r: &Retained| r.expires_at.is_none_or(|at| at > now);
         let mut found = Vec::new();
         for (i, filter) in msg.filters.iter().enumerate() {
-            if filter.has_wildcards() {
-                self.messages.for_each_match(filter.matching_filter(), |r| {
-                    if live(r) {
-                        found.push((i, Arc::clone(&r.msg)));
-                    }
-                });
-            } else if let Some(r) = self.messages.get(filter.matching_filter()) {
+            // A filter without wildcards walks straight down to its one topic.
+            self.messages.for_each_match(filter.matching_filter(), |r| {
                 if live(r) {
                     found.push((i, Arc::clone(&r.msg)));
                 }
-            }
+            });
         }
         MessageResult(found)
     }

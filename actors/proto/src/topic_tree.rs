@@ -8,9 +8,8 @@
 //! Topic names are attacker-controlled and may have tens of thousands of levels. A node per
 //! level would make one such topic cost megabytes, so topics deeper than [`TREE_LEVELS`] are
 //! kept whole beside the tree and matched by a scan (there are few of them, and they cost what
-//! their names cost). Nothing here recurses on depth either: the match walk keeps an explicit
-//! stack, removal finds what to prune in a read-only pass first, dropping a subtree is
-//! iterative, and `Debug` shows sizes, not the tree.
+//! their names cost). The tree itself is therefore at most [`TREE_LEVELS`] deep, which bounds
+//! the recursion of removal, pruning and dropping; `Debug` shows sizes, not the contents.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,6 +41,7 @@ fn is_deep(topic: &str) -> bool {
     topic.bytes().filter(|&b| b == b'/').count() >= TREE_LEVELS
 }
 
+/// One level of the tree: the value of the topic ending here, and the levels below.
 struct Node<V> {
     value: Option<V>,
     children: HashMap<Box<str>, Node<V>>,
@@ -56,17 +56,37 @@ impl<V> Default for Node<V> {
     }
 }
 
-impl<V> Drop for Node<V> {
-    /// Drops the subtree iteratively: a topic with 30 000 levels must not overflow the stack.
-    fn drop(&mut self) {
-        if self.children.is_empty() {
-            return;
+impl<V> Node<V> {
+    fn is_empty(&self) -> bool {
+        self.value.is_none() && self.children.is_empty()
+    }
+
+    /// Removes the value at `levels` below this node, pruning nodes it leaves empty.
+    fn remove<'a>(&mut self, mut levels: impl Iterator<Item = &'a str>) -> Option<V> {
+        let Some(level) = levels.next() else {
+            return self.value.take();
+        };
+        let child = self.children.get_mut(level)?;
+        let value = child.remove(levels)?;
+        if child.is_empty() {
+            self.children.remove(level);
         }
-        let mut pending: Vec<Node<V>> = self.children.drain().map(|(_, n)| n).collect();
-        while let Some(mut node) = pending.pop() {
-            pending.extend(node.children.drain().map(|(_, n)| n));
-            // `node` now has no children: dropping it does not recurse.
-        }
+        Some(value)
+    }
+
+    /// Drops the values below this node that `keep` refuses, and the nodes left empty; the
+    /// number dropped.
+    fn retain(&mut self, keep: &mut impl FnMut(&V) -> bool) -> usize {
+        let mut dropped = 0;
+        self.children.retain(|_, child| {
+            if child.value.as_ref().is_some_and(|v| !keep(v)) {
+                child.value = None;
+                dropped += 1;
+            }
+            dropped += child.retain(keep);
+            !child.is_empty()
+        });
+        dropped
     }
 }
 
@@ -92,18 +112,15 @@ impl<V> TopicTree<V> {
 
     /// Sets the value of `topic` (a valid topic name), returning the one it replaces.
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
-        if is_deep(topic) {
-            let old = self.deep.insert(Box::from(topic), value);
-            if old.is_none() {
-                self.len += 1;
+        let old = if is_deep(topic) {
+            self.deep.insert(Box::from(topic), value)
+        } else {
+            let mut node = &mut self.root;
+            for level in topic.split('/') {
+                node = node.children.entry(Box::from(level)).or_default();
             }
-            return old;
-        }
-        let mut node = &mut self.root;
-        for level in topic.split('/') {
-            node = node.children.entry(Box::from(level)).or_default();
-        }
-        let old = node.value.replace(value);
+            node.value.replace(value)
+        };
         if old.is_none() {
             self.len += 1;
         }
@@ -124,49 +141,12 @@ impl<V> TopicTree<V> {
 
     /// Removes the value of `topic`; nodes left with neither value nor children are pruned.
     pub fn remove(&mut self, topic: &str) -> Option<V> {
-        if is_deep(topic) {
-            let value = self.deep.remove(topic)?;
-            self.len -= 1;
-            return Some(value);
-        }
-        // Pass 1 (read only): find the value, and the shallowest level from which the path
-        // holds nothing but it, so that the whole chain below can be cut off at once.
-        let depth = topic.split('/').count();
-        let mut cut: Option<usize> = None;
-        let mut node = &self.root;
-        for (index, level) in topic.split('/').enumerate() {
-            node = node.children.get(level)?;
-            if index + 1 == depth {
-                break;
-            }
-            if node.children.len() == 1 && node.value.is_none() {
-                cut = cut.or(Some(index));
-            } else {
-                cut = None;
-            }
-        }
-        node.value.as_ref()?;
-        let cut = node.children.is_empty().then(|| cut.unwrap_or(depth - 1));
-
-        // Pass 2: take the value out.
-        let mut node = &mut self.root;
-        for level in topic.split('/') {
-            node = node.children.get_mut(level)?;
-        }
-        let value = node.value.take()?;
+        let value = if is_deep(topic) {
+            self.deep.remove(topic)
+        } else {
+            self.root.remove(topic.split('/'))
+        }?;
         self.len -= 1;
-
-        // Pass 3: cut the emptied chain off its last ancestor that keeps something.
-        if let Some(cut) = cut {
-            let mut parent = &mut self.root;
-            for (index, level) in topic.split('/').enumerate() {
-                if index == cut {
-                    parent.children.remove(level);
-                    break;
-                }
-                parent = parent.children.get_mut(level)?;
-            }
-        }
         Some(value)
     }
 
@@ -231,67 +211,12 @@ impl<V> TopicTree<V> {
         }
     }
 
-    /// Keeps only the values for which `keep` is true, pruning emptied branches. The tree is
-    /// rebuilt only when something goes: a read-only pass looks first.
+    /// Keeps only the values for which `keep` is true, pruning emptied branches in place.
     pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
         let before = self.deep.len();
         self.deep.retain(|_, v| keep(v));
-        let mut removed = before - self.deep.len();
-        if self.any_in_tree(|v| !keep(v)) {
-            retain_node(&mut self.root, &mut keep, &mut removed);
-        }
-        self.len -= removed;
-    }
-
-    /// Whether any value in the tree (not the deep topics) satisfies `f`.
-    fn any_in_tree(&self, mut f: impl FnMut(&V) -> bool) -> bool {
-        let mut pending = vec![&self.root];
-        while let Some(node) = pending.pop() {
-            if node.value.as_ref().is_some_and(&mut f) {
-                return true;
-            }
-            pending.extend(node.children.values());
-        }
-        false
-    }
-}
-
-/// Applies `keep` below `root` and prunes emptied nodes, without recursion: nodes are taken
-/// out of their parents, handled, and put back only if something is left in them.
-fn retain_node<V>(root: &mut Node<V>, keep: &mut impl FnMut(&V) -> bool, removed: &mut usize) {
-    if root.value.as_ref().is_some_and(|v| !keep(v)) {
-        root.value = None;
-        *removed += 1;
-    }
-    // Each frame: a detached node, its name, and the index of its parent frame (None: the
-    // root). Children are detached before their parents are re-attached.
-    let mut frames: Vec<(Box<str>, Node<V>, Option<usize>)> = root
-        .children
-        .drain()
-        .map(|(name, node)| (name, node, None))
-        .collect();
-    let mut next = 0;
-    while next < frames.len() {
-        let children: Vec<(Box<str>, Node<V>)> = frames[next].1.children.drain().collect();
-        if frames[next].1.value.as_ref().is_some_and(|v| !keep(v)) {
-            frames[next].1.value = None;
-            *removed += 1;
-        }
-        for (name, node) in children {
-            frames.push((name, node, Some(next)));
-        }
-        next += 1;
-    }
-    // Children come after their parents in `frames`: re-attach from the back.
-    while let Some((name, node, parent)) = frames.pop() {
-        if node.value.is_none() && node.children.is_empty() {
-            continue;
-        }
-        let into = match parent {
-            Some(index) => &mut frames[index].1.children,
-            None => &mut root.children,
-        };
-        into.insert(name, node);
+        let dropped = before - self.deep.len() + self.root.retain(&mut keep);
+        self.len -= dropped;
     }
 }
 

@@ -168,11 +168,12 @@ fn filter() -> impl Strategy<Value = String> {
 
 proptest! {
     /// The tree finds exactly the topics a linear scan with `TopicFilter::matches` finds, and
-    /// stays consistent through removals.
+    /// stays consistent through removals and `retain`.
     #[test]
     fn matching_agrees_with_a_linear_scan(
         topics in prop::collection::vec(topic(), 0..40),
         removed in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+        drop_odd in any::<bool>(),
         filters in prop::collection::vec(filter(), 1..10),
     ) {
         let mut t = TopicTree::new();
@@ -189,6 +190,10 @@ proptest! {
             }
             let topic = index.get(&topics);
             prop_assert_eq!(t.remove(topic).is_some(), held.remove(topic).is_some());
+        }
+        if drop_odd {
+            t.retain(|v| v.len() % 2 == 0);
+            held.retain(|k, _| k.len() % 2 == 0);
         }
         prop_assert_eq!(t.len(), held.len());
         for filter in filters {
