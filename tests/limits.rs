@@ -78,6 +78,22 @@ async fn a_small_receive_maximum_is_announced_and_enforced() {
     }
 }
 
+/// `receiveMaximum` is announced in an MQTT 5 CONNACK; a 3.1.1 CONNACK cannot carry it, so a
+/// 3.1.1 client is not held to it: more unacknowledged QoS 2 publishes than it are answered
+/// like any others ([MQTT-3.3.4-1]: the receiver responds per Table 3.4), not a disconnect.
+#[tokio::test]
+async fn a_small_receive_maximum_does_not_bind_v311_clients_who_were_never_told() {
+    let broker = TestBroker::start(";receiveMaximum=3", "");
+    let (mut raw, _) = Raw::connected(broker.addr, Protocol::V311, "old-school").await;
+    for id in 1..=10u16 {
+        raw.send_packet(&publish("rm", QoS::ExactlyOnce, Some(id), "x"))
+            .await;
+    }
+    for _ in 1..=10 {
+        assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))));
+    }
+}
+
 // topicAliasMaximum
 
 #[tokio::test]

@@ -147,6 +147,44 @@ async fn qos2_publish_resent_on_a_new_connection_is_routed_once() {
     sub.expect_silence(300).await;
 }
 
+/// [MQTT-4.3.3-10] Until PUBREL, every PUBLISH with the same packet id is acknowledged with a
+/// PUBREC and routed only once: also resends that arrive while the first copy is still being
+/// routed. (Each of them also must give its place in the connection's routing window back: 200
+/// resends are more than the window holds, and the connection must go on reading.)
+#[tokio::test]
+async fn qos2_resends_while_the_first_copy_is_routed_each_get_a_pubrec_and_are_routed_once() {
+    let broker = TestBroker::default_broker();
+    let (mut sub, _) = Raw::connected(broker.addr, Protocol::V5, "watch").await;
+    sub.subscribe("in", QoS::AtMostOnce).await;
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "eager").await;
+    let mut copies = vec![publish("in", QoS::ExactlyOnce, Some(7), "once")];
+    for _ in 0..200 {
+        let mut resend = publish("in", QoS::ExactlyOnce, Some(7), "once");
+        if let Packet::Publish(p) = &mut resend {
+            p.dup = true;
+        }
+        copies.push(resend);
+    }
+    publisher.send_together(&copies).await;
+    for n in 0..copies.len() {
+        match publisher.recv().await {
+            Some(Packet::PubRec(r)) => assert_eq!(r.packet_id, pid(7)),
+            other => panic!("PUBREC {n} of {}: got {other:?}", copies.len()),
+        }
+    }
+    publisher
+        .send_packet(&Packet::PubRel(PubResponse::success(pid(7))))
+        .await;
+    assert_eq!(
+        publisher.recv().await,
+        Some(Packet::PubComp(PubResponse::success(pid(7))))
+    );
+    publisher.send_packet(&Packet::PingReq).await;
+    assert_eq!(publisher.recv().await, Some(Packet::PingResp));
+    assert_eq!(&sub.recv_publish().await.payload[..], b"once");
+    sub.expect_silence(300).await;
+}
+
 /// [MQTT-4.6.0-5] Messages of one QoS from one publisher arrive in the order published.
 #[tokio::test]
 async fn qos1_messages_arrive_in_order() {

@@ -398,3 +398,100 @@ async fn a_publish_sent_right_before_a_quick_reconnect_is_delivered() {
         again_disconnect(again).await;
     }
 }
+
+/// [MQTT-3.1.2-8] Only a normal DISCONNECT (0x00) discards the will ([MQTT-3.14.4-3]): an
+/// MQTT 5 DISCONNECT with an error reason leaves it to be published.
+#[tokio::test]
+async fn a_disconnect_with_an_error_reason_publishes_the_will() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let mut client = with_will(
+        &broker,
+        Protocol::V5,
+        "failing",
+        will("will/failing", QoS::AtMostOnce, false, None),
+        None,
+        30,
+    )
+    .await;
+    client
+        .send_packet(&Packet::Disconnect(Disconnect::with_reason(
+            ReasonCode::UNSPECIFIED_ERROR,
+        )))
+        .await;
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/failing");
+}
+
+/// [MQTT-3.1.2-8] Only a new connection with Clean Start 0 cancels a delayed will: one with
+/// Clean Start 1 ends the session, and the session's end publishes the will at once, long
+/// before its 30 s delay.
+#[tokio::test]
+async fn a_clean_start_reconnect_within_the_will_delay_publishes_the_will_at_once() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let client = with_will(
+        &broker,
+        Protocol::V5,
+        "fresh",
+        will("will/fresh", QoS::AtMostOnce, false, Some(30)),
+        Some(60),
+        30,
+    )
+    .await;
+    drop(client);
+    watch.expect_silence(300).await;
+    let (_again, ack) = Raw::connected(broker.addr, Protocol::V5, "fresh").await;
+    assert!(!ack.session_present);
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/fresh");
+}
+
+/// [MQTT-3.1.2-8] A takeover by a connection with Clean Start 1 ends the old session: the old
+/// connection's delayed will is published then, not cancelled.
+#[tokio::test]
+async fn a_clean_start_takeover_publishes_a_delayed_will() {
+    let broker = TestBroker::default_broker();
+    let mut watch = watcher(&broker, "will/#").await;
+    let mut old = with_will(
+        &broker,
+        Protocol::V5,
+        "ousted",
+        will("will/ousted", QoS::AtMostOnce, false, Some(30)),
+        Some(60),
+        30,
+    )
+    .await;
+    let (_new, ack) = Raw::connected(broker.addr, Protocol::V5, "ousted").await;
+    assert!(!ack.session_present);
+    old.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    assert_eq!(watch.recv_publish().await.topic.as_str(), "will/ousted");
+}
+
+/// MQTT 5 §3.1.3.2.4: the will's Message Expiry Interval is the lifetime of the published
+/// will, sent as its Publication Expiry Interval; it does not run while the client is still
+/// connected. A will with a 1 s interval from a client connected for 1.5 s is still delivered.
+#[tokio::test]
+async fn a_wills_message_expiry_counts_from_its_publication() {
+    let broker = TestBroker::default_broker();
+    let (mut watch, _) = Raw::connected(broker.addr, Protocol::V5, "watcher").await;
+    watch.subscribe("will/#", QoS::AtLeastOnce).await;
+    let short_lived = LastWill {
+        topic: TopicName::new("will/brief").expect("topic"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Some(Box::new(Properties {
+            message_expiry_interval: Some(1),
+            ..Properties::default()
+        })),
+    };
+    let client = with_will(&broker, Protocol::V5, "brief", short_lived, None, 30).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(client);
+    let p = watch.recv_publish().await;
+    assert_eq!(p.topic.as_str(), "will/brief");
+    let interval = p.properties.and_then(|p| p.message_expiry_interval);
+    assert!(
+        matches!(interval, Some(0..=1)),
+        "sent with what is left of its interval: {interval:?}"
+    );
+}

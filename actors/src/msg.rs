@@ -113,6 +113,21 @@ pub struct Will {
     pub delay: u32,
 }
 
+impl Will {
+    /// The message as published `now`: its Message Expiry Interval is the lifetime of the
+    /// published will (MQTT 5 §3.1.3.2.4: it is sent as the Publication Expiry Interval when
+    /// the will is published), so it starts counting now, not at CONNECT.
+    pub fn publish(self, now: Instant) -> Message {
+        let mut msg = self.msg;
+        msg.expires_at = msg
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
+        msg
+    }
+}
+
 /// A connection as a Session sees it: where to send packets and how to speak to it.
 #[derive(Debug, Clone)]
 pub struct ClientLink {

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -214,7 +214,7 @@ impl Connection {
             // 3.x clients announce no Receive Maximum: the broker's cap applies.
             window: props.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX),
             max_packet_size: props.and_then(|p| p.maximum_packet_size),
-            inbound_maximum: self.config.receive_maximum.unwrap_or(u16::MAX),
+            inbound_maximum: self.announced_receive_maximum(),
             principal,
         };
         let open = OpenSession {
@@ -289,6 +289,17 @@ impl Connection {
             .spawn(ctx);
     }
 
+    /// The Receive Maximum this connection's client was told (MQTT 5 CONNACK): the acceptor's
+    /// `receiveMaximum`, or 65 535 when it announces none. A 3.x CONNACK cannot announce one,
+    /// so a 3.x client is held to none.
+    pub(super) fn announced_receive_maximum(&self) -> u16 {
+        if self.protocol().is_v5() {
+            self.config.receive_maximum.unwrap_or(u16::MAX)
+        } else {
+            u16::MAX
+        }
+    }
+
     /// The CONNACK properties this acceptor announces (MQTT 5).
     fn connack_properties(&self, assigned: bool, keep_alive_changed: bool) -> Properties {
         let config = &self.config;
@@ -314,10 +325,6 @@ fn will_from(will: LastWill) -> Will {
         .as_deref_mut()
         .and_then(|p| p.will_delay_interval.take())
         .unwrap_or(0);
-    let expires_at = properties
-        .as_ref()
-        .and_then(|p| p.message_expiry_interval)
-        .map(|secs| Instant::now() + std::time::Duration::from_secs(u64::from(secs)));
     Will {
         msg: Message {
             topic: will.topic,
@@ -326,7 +333,8 @@ fn will_from(will: LastWill) -> Will {
             retain: will.retain,
             properties: properties.filter(|p| !p.is_empty()),
             origin: None,
-            expires_at,
+            // Its Message Expiry Interval counts from when it is published (`Will::publish`).
+            expires_at: None,
         },
         delay,
     }

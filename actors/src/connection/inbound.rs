@@ -38,8 +38,7 @@ impl Connection {
             match packet {
                 Packet::Disconnect(disconnect) => {
                     debug!(self.log, "client had disconnected"; "reason" => %disconnect.reason);
-                    self.clean_disconnect =
-                        disconnect.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+                    self.clean_disconnect = disconnect.reason == ReasonCode::NORMAL_DISCONNECTION;
                     self.detach();
                     self.close(None, ctx);
                 }
@@ -98,10 +97,10 @@ impl Connection {
                     return;
                 }
                 debug!(self.log, "client disconnected"; "reason" => %disconnect.reason);
-                // [MQTT-3.14.4-3]: a normal DISCONNECT discards the will; MQTT 5 reason 0x04
-                // asks for it to be published.
-                self.clean_disconnect =
-                    disconnect.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+                // [MQTT-3.14.4-3]: only a normal DISCONNECT (0x00; every 3.x DISCONNECT)
+                // discards the will. Any other MQTT 5 reason (0x04 asks for it, 0x80 and up
+                // report an error) leaves it to be published ([MQTT-3.1.2-8]).
+                self.clean_disconnect = disconnect.reason == ReasonCode::NORMAL_DISCONNECTION;
                 self.disconnect_expiry = expiry;
                 // Detach now, not after the flush: a quick reconnect must not find this
                 // connection still attached and take it over (publishing its will).
@@ -154,11 +153,12 @@ impl Connection {
             return;
         };
         // Flow control ([MQTT-3.3.4-9]): QoS 1 publishes not yet acknowledged and QoS 2 ones not
-        // yet completed may not exceed the broker's Receive Maximum.
+        // yet completed may not exceed the Receive Maximum the broker announced in CONNACK. A
+        // 3.x client was told none (its routing window still bounds what it has in flight).
         let new_qos2 = publish.qos == QoS::ExactlyOnce
             && !self.inbound_qos2.get().is_some_and(|ids| ids.contains(&id));
         let quota_needed = publish.qos == QoS::AtLeastOnce || new_qos2;
-        let max = usize::from(self.config.receive_maximum.unwrap_or(u16::MAX));
+        let max = usize::from(self.announced_receive_maximum());
         if quota_needed
             && self.inbound_qos1.len() + self.inbound_qos2.get().map_or(0, |ids| ids.len()) >= max
         {

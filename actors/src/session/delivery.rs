@@ -334,14 +334,20 @@ impl Handler<InboundQos2> for Session {
             return;
         };
         if self.inbound_qos2.get().is_some_and(|ids| ids.contains(&id)) {
-            // A resend of an unreleased id is acknowledged again, not routed twice
-            // ([MQTT-4.3.3-10]); if its route is still under way, its PUBREC follows.
-            let routing = self
+            // Every PUBLISH with an unreleased id is acknowledged with a PUBREC of its own, and
+            // routed only once ([MQTT-4.3.3-10]). If the first copy's route is still under way,
+            // this PUBREC queues behind it. (The connection counts one PUBREC per QoS 2 PUBLISH
+            // it passed on: one left out would close its routing window for good.)
+            let queued = self
                 .pending_pubrecs
                 .get()
-                .is_some_and(|q| q.iter().any(|(p, _)| *p == id));
-            if !routing {
-                self.send_control(Packet::PubRec(PubResponse::success(id)));
+                .and_then(|q| q.iter().find(|(p, _)| *p == id).copied());
+            match queued {
+                Some((_, routed)) => self
+                    .pending_pubrecs
+                    .get_or_default()
+                    .push_back((id, routed)),
+                None => self.send_control(Packet::PubRec(PubResponse::success(id))),
             }
             return;
         }
@@ -415,12 +421,11 @@ impl Session {
             }
             return;
         }
-        if let Some(entry) = self
-            .pending_pubrecs
-            .get_mut()
-            .and_then(|q| q.iter_mut().find(|(p, _)| *p == id))
-        {
-            entry.1 = true;
+        if let Some(queue) = self.pending_pubrecs.get_mut() {
+            // The first copy's entry and those of resends that came while it was routed.
+            for entry in queue.iter_mut().filter(|(p, _)| *p == id) {
+                entry.1 = true;
+            }
         }
         while let Some(id) = self.pending_pubrecs.get_mut().and_then(pop_routed) {
             self.send_control(Packet::PubRec(PubResponse::success(id)));

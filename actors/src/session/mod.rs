@@ -356,7 +356,9 @@ impl Session {
             return false;
         }
         debug!(self.log(), "publishing will"; "topic" => %will.msg.topic);
-        self.shared.router.publish(Arc::new(will.msg));
+        self.shared
+            .router
+            .publish(Arc::new(will.publish(Instant::now())));
         true
     }
 
@@ -405,10 +407,16 @@ impl Handler<Attach> for Session {
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
         self.generation = self.generation.max(msg.generation);
         let params = msg.params;
-        // A reconnect within the will delay cancels the will ([MQTT-3.1.3-9]).
+        // A reconnect within the will delay cancels the will if it keeps the session (Clean
+        // Start 0, [MQTT-3.1.3-9]); one with Clean Start 1 ends the session, and a session
+        // that ends before the delay publishes the will then ([MQTT-3.1.2-8]).
         if let Some(timer) = self.will_timer.take() {
             ctx.cancel_future(timer);
-            self.will = None;
+            if params.clean_start {
+                self.publish_will();
+            } else {
+                self.will = None;
+            }
         }
         // A session that expires on disconnect ends with the connection it is taken from: its
         // state is never reused ([MQTT-3.1.2-6]).
@@ -420,8 +428,8 @@ impl Handler<Attach> for Session {
                 old.addr.do_send(Kick(ReasonCode::SESSION_TAKEN_OVER));
                 // Whether it had sent a DISCONNECT only the old connection can tell: its will
                 // waits for its word.
-                self.hold_will_of_taken_over(old.conn_id, ctx);
                 discard = self.expiry == Some(0);
+                self.hold_will_of_taken_over(old.conn_id, params.clean_start || discard, ctx);
             }
         }
         if let Some(timer) = self.expiry_timer.take() {
