@@ -84,6 +84,46 @@ async fn qos1_is_redelivered_with_dup_after_the_subscriber_drops_without_acking(
     sub.expect_silence(300).await;
 }
 
+/// [MQTT-3.3.4-9] A subscriber that reconnects with a smaller Receive Maximum than it had gets
+/// no more unacknowledged messages resent than that: two of its six, then one more per PUBACK,
+/// in the original order ([MQTT-4.4.0-1]).
+#[tokio::test]
+async fn a_reconnect_with_a_smaller_receive_maximum_limits_the_resent_messages() {
+    let broker = TestBroker::default_broker();
+    let (mut sub, _) = persistent_v5(&broker, "shrinks", None).await;
+    sub.subscribe("r/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V5, "pub").await;
+    for n in 1..=6u16 {
+        publisher
+            .send_packet(&publish("r/1", QoS::AtLeastOnce, Some(n), n.to_string()))
+            .await;
+    }
+    for _ in 1..=6 {
+        sub.recv_publish().await;
+    }
+    drop(sub); // none acknowledged
+
+    let (mut sub, present) = persistent_v5(&broker, "shrinks", Some(2)).await;
+    assert!(present);
+    let first = sub.recv_publish().await;
+    let second = sub.recv_publish().await;
+    sub.expect_silence(300).await;
+    let mut got = vec![first.clone(), second];
+    sub.puback(&first).await;
+    for _ in 3..=6 {
+        let next = sub.recv_publish().await;
+        sub.expect_silence(50).await;
+        sub.puback(&next).await;
+        got.push(next);
+    }
+    let payloads: Vec<_> = got
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect();
+    assert_eq!(payloads, ["1", "2", "3", "4", "5", "6"]);
+    assert!(got.iter().all(|p| p.dup), "resends carry DUP=1");
+}
+
 /// QoS 2 out, exactly once across a reconnect in the middle of the exchange: after PUBREC the
 /// broker resends PUBREL, never the PUBLISH ([MQTT-4.4.0-1], [MQTT-4.3.3-5]).
 #[tokio::test]

@@ -8,6 +8,9 @@
 //! - at most `window` QoS 1/2 messages are in flight (sent, not completely acknowledged);
 //! - in-flight messages keep the order they were sent in, and are replayed in that order on
 //!   reconnect (PUBLISH with DUP=1, or PUBREL once PUBREC was received) [MQTT-4.4.0-1];
+//! - a replay resends no more PUBLISH packets than the new connection's window allows
+//!   [MQTT-3.3.4-9]: the rest stay in flight, marked for resending, and go out (before anything
+//!   queued) as acknowledgements free the window;
 //! - a packet id is never reused while in flight;
 //! - the queue never holds more than `max_messages` messages nor (when set) `max_bytes` bytes:
 //!   past that, deliveries are dropped per the policy, and counted.
@@ -88,6 +91,8 @@ struct Inflight<M> {
     id: PacketId,
     state: InflightState,
     delivery: Delivery<M>,
+    /// Not yet resent on this connection: a replay left it for when the window has room.
+    resend: bool,
 }
 
 /// A packet the session should send now.
@@ -136,6 +141,8 @@ pub struct Outbound<M> {
     queue: VecDeque<Delivery<M>>,
     queued_bytes: usize,
     inflight: VecDeque<Inflight<M>>,
+    /// In-flight entries marked `resend`.
+    resends: usize,
     next_id: u16,
     drops: DropCounts,
     /// Whether dropped messages are kept for `take_dropped` (a durable session removes them
@@ -153,6 +160,7 @@ impl<M: Clone> Outbound<M> {
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: VecDeque::new(),
+            resends: 0,
             next_id: 1,
             drops: DropCounts::default(),
             keep_dropped: false,
@@ -190,6 +198,7 @@ impl<M: Clone> Outbound<M> {
                     id,
                     state,
                     delivery,
+                    resend: false,
                 });
             }
             None => {
@@ -241,6 +250,7 @@ impl<M: Clone> Outbound<M> {
         self.queue.clear();
         self.queued_bytes = 0;
         self.inflight.clear();
+        self.resends = 0;
     }
 
     /// Adds a delivery at the back of the queue. `online` tells whether the client is
@@ -307,6 +317,20 @@ impl<M: Clone> Outbound<M> {
     /// (QoS 0 behind it waits too, so order per subscription is kept). Expired messages are
     /// dropped on the way.
     pub fn next_send(&mut self, now: Instant) -> Option<Send<M>> {
+        if self.resends > 0 {
+            // What a replay held back goes first, in order, as the window allows.
+            if self.inflight.len() - self.resends >= usize::from(self.window) {
+                return None;
+            }
+            let f = self.inflight.iter_mut().find(|f| f.resend)?;
+            f.resend = false;
+            self.resends -= 1;
+            return Some(Send::Publish {
+                delivery: f.delivery.clone(),
+                packet_id: Some(f.id),
+                dup: true,
+            });
+        }
         loop {
             let head = self.queue.front()?;
             if head.expires_at.is_some_and(|at| at <= now) {
@@ -339,6 +363,7 @@ impl<M: Clone> Outbound<M> {
                 id,
                 state,
                 delivery: delivery.clone(),
+                resend: false,
             });
             return Some(Send::Publish {
                 delivery,
@@ -370,10 +395,11 @@ impl<M: Clone> Outbound<M> {
 
     /// Removes the in-flight entry at `i`, returning its delivery.
     fn complete(&mut self, i: usize) -> Result<Delivery<M>, AckError> {
-        self.inflight
-            .remove(i)
-            .map(|f| f.delivery)
-            .ok_or(AckError::NotFound)
+        let f = self.inflight.remove(i).ok_or(AckError::NotFound)?;
+        if f.resend {
+            self.resends -= 1;
+        }
+        Ok(f.delivery)
     }
 
     /// PUBACK for a QoS 1 message: it is done; returns it.
@@ -393,6 +419,10 @@ impl<M: Clone> Outbound<M> {
         match entry.state {
             InflightState::AwaitingPubRec | InflightState::AwaitingPubComp => {
                 entry.state = InflightState::AwaitingPubComp;
+                if std::mem::take(&mut entry.resend) {
+                    // The client had it from the last connection: PUBREL follows, not it.
+                    self.resends -= 1;
+                }
                 Ok(&entry.delivery)
             }
             InflightState::AwaitingPubAck => Err(AckError::WrongState),
@@ -427,6 +457,9 @@ impl<M: Clone> Outbound<M> {
         let mut kept = VecDeque::with_capacity(self.inflight.len());
         for f in self.inflight.drain(..) {
             if f.state == InflightState::AwaitingPubAck && pred(&f.delivery) {
+                if f.resend {
+                    self.resends -= 1;
+                }
                 taken.push(f.delivery);
             } else {
                 kept.push_back(f);
@@ -446,20 +479,36 @@ impl<M: Clone> Outbound<M> {
         taken
     }
 
-    /// What to resend on a reconnect, in the original order: PUBLISH with DUP=1 for messages
-    /// not yet acknowledged, PUBREL for QoS 2 messages whose PUBREC came ([MQTT-4.4.0-1]).
-    pub fn replay(&self) -> Vec<Send<M>> {
-        self.inflight
-            .iter()
-            .map(|f| match f.state {
-                InflightState::AwaitingPubComp => Send::PubRel(f.id),
-                _ => Send::Publish {
-                    delivery: f.delivery.clone(),
-                    packet_id: Some(f.id),
-                    dup: true,
-                },
-            })
-            .collect()
+    /// What to resend on a reconnect, in the original order: PUBREL for QoS 2 messages whose
+    /// PUBREC came, and PUBLISH with DUP=1 for messages not yet acknowledged
+    /// ([MQTT-4.4.0-1]), as many of those as the window (set for the new connection first)
+    /// allows: a client may have reconnected with a smaller Receive Maximum ([MQTT-3.3.4-9];
+    /// a PUBREL takes no send quota). The PUBLISH packets past it stay in flight, marked, and
+    /// `next_send` resends them in order as acknowledgements make room.
+    pub fn replay(&mut self) -> Vec<Send<M>> {
+        let window = usize::from(self.window);
+        let mut out = Vec::with_capacity(self.inflight.len().min(window));
+        let (mut publishes, mut held) = (0, 0);
+        for f in &mut self.inflight {
+            f.resend = false;
+            match f.state {
+                InflightState::AwaitingPubComp => out.push(Send::PubRel(f.id)),
+                _ if publishes < window => {
+                    publishes += 1;
+                    out.push(Send::Publish {
+                        delivery: f.delivery.clone(),
+                        packet_id: Some(f.id),
+                        dup: true,
+                    });
+                }
+                _ => {
+                    f.resend = true;
+                    held += 1;
+                }
+            }
+        }
+        self.resends = held;
+        out
     }
 }
 

@@ -107,6 +107,70 @@ fn replay_resends_unacknowledged_publishes_with_dup_in_order() {
     assert_eq!(sent_msg(Some(replay[2].clone())), (2, Some(id(3)), true));
 }
 
+/// [MQTT-3.3.4-9] A client that reconnects with a smaller Receive Maximum gets no more
+/// unacknowledged PUBLISH packets than it: the replay holds the rest back, and each
+/// acknowledgement lets the next one out, in the original order and before anything queued.
+#[test]
+fn a_replay_into_a_smaller_window_resends_the_rest_as_acks_make_room() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 10);
+    for n in 0..6 {
+        out.push(d(n, QoS::AtLeastOnce), true);
+        out.next_send(now);
+    }
+    out.push(d(6, QoS::AtLeastOnce), true);
+    out.set_window(2);
+    let replay = out.replay();
+    let sent: Vec<_> = replay.into_iter().map(|s| sent_msg(Some(s))).collect();
+    assert_eq!(sent, vec![(0, Some(id(1)), true), (1, Some(id(2)), true)]);
+    assert_eq!(out.next_send(now), None, "the window is full");
+    out.puback(id(1)).expect("puback");
+    assert_eq!(sent_msg(out.next_send(now)), (2, Some(id(3)), true));
+    assert_eq!(out.next_send(now), None);
+    for n in 2..6u16 {
+        out.puback(id(n)).expect("puback");
+        let expected = if n < 5 {
+            (u32::from(n) + 1, Some(id(n + 2)), true)
+        } else {
+            // Every held message is out: the queue's turn, with a fresh id.
+            (6, Some(id(7)), false)
+        };
+        assert_eq!(sent_msg(out.next_send(now)), expected);
+    }
+}
+
+/// Held-back messages acknowledged or handed away before they were resent are no longer owed.
+#[test]
+fn held_back_messages_leave_with_their_acknowledgement_or_hand_over() {
+    let now = Instant::now();
+    let mut out = Outbound::new(QueueLimits::default(), 10);
+    for n in 0..4 {
+        out.push(
+            d(
+                n,
+                if n == 3 {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                },
+            ),
+            true,
+        );
+        out.next_send(now);
+    }
+    out.set_window(1);
+    assert_eq!(out.replay().len(), 1);
+    // The client acknowledges one it had from the last connection, before its resend.
+    out.puback(id(2)).expect("puback");
+    // A PUBREC for a held QoS 2 message: PUBREL follows, the PUBLISH is not resent.
+    out.pubrec(id(4)).expect("pubrec");
+    // The rest goes to another member of a shared subscription.
+    assert_eq!(out.take_where(|d| d.msg == 2).len(), 1);
+    out.puback(id(1)).expect("puback");
+    assert_eq!(out.next_send(now), None, "nothing is owed any more");
+    assert_eq!(out.replay(), vec![Send::PubRel(id(4))]);
+}
+
 #[test]
 fn packet_ids_are_not_reused_while_in_flight() {
     let now = Instant::now();
