@@ -177,6 +177,22 @@ async fn an_unknown_method_gets_bad_authentication_method() {
         .await;
 }
 
+/// MQTT 5 §3.1.2.11.10: "It is a Protocol Error to include Authentication Data if there is
+/// no Authentication Method": CONNACK 0x82 and a close, not a connection that ignores it.
+#[tokio::test]
+async fn authentication_data_without_a_method_is_a_protocol_error() {
+    let broker = TestBroker::default_broker();
+    let connect = connect_with(Protocol::V5, "k", |c| {
+        c.properties = Some(Box::new(Properties {
+            authentication_data: Some(Bytes::from_static(b"proof")),
+            ..Properties::default()
+        }))
+    });
+    let mut raw = Raw::open(broker.addr, Protocol::V5).await;
+    raw.send_packet(&connect).await;
+    raw.expect_connack_refusal(ReasonCode::PROTOCOL_ERROR).await;
+}
+
 /// SCRAM-SHA-256 with the right password: CONNACK 0x00 with the method and the server's
 /// signature, which the client verifies; the connection then works.
 #[tokio::test]

@@ -136,9 +136,29 @@ bad_packet!(
     subscribe_options_with_reserved_bits_is_malformed,
     V5, [0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0xC0], Disconnect(ReasonCode::MALFORMED_PACKET));
 bad_packet!(
-    /// [MQTT-3-8.3-4] QoS 3 in subscription options is malformed.
-    subscribe_with_qos_3_is_malformed,
-    V5, [0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x03], Disconnect(ReasonCode::MALFORMED_PACKET));
+    /// [MQTT-3.1.0-2] A second CONNECT is a Protocol Error, also one the broker cannot decode
+    /// (here: protocol level 9).
+    a_second_connect_that_does_not_decode_is_a_protocol_error,
+    V5, [0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x09, 0x02, 0x00, 0x1E, 0x00, 0x00],
+    Disconnect(ReasonCode::PROTOCOL_ERROR));
+bad_packet!(
+    /// [MQTT-3.1.0-2] ... and one whose body is broken (a will flag with QoS 3 in an MQTT 5
+    /// CONNECT).
+    a_second_connect_that_is_malformed_is_a_protocol_error,
+    V5, [0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x1E, 0x00, 0x1E, 0x00, 0x00, 0x00],
+    Disconnect(ReasonCode::PROTOCOL_ERROR));
+bad_packet!(
+    /// MQTT 5 §3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3."
+    v5_subscribe_with_qos_3_is_a_protocol_error,
+    V5, [0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x03], Disconnect(ReasonCode::PROTOCOL_ERROR));
+bad_packet!(
+    /// MQTT 5 §3.8.3.1: "It is a Protocol Error to send a Retain Handling value of 3."
+    v5_subscribe_with_retain_handling_3_is_a_protocol_error,
+    V5, [0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x31], Disconnect(ReasonCode::PROTOCOL_ERROR));
+bad_packet!(
+    /// [MQTT-3-8.3-4] QoS 3 in 3.1.1 subscription options is malformed: the connection closes.
+    v311_subscribe_with_qos_3_is_malformed,
+    V311, [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03], Closed);
 bad_packet!(
     /// A SUBSCRIBE whose remaining length ends inside a filter is malformed.
     truncated_subscribe_is_malformed,

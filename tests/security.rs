@@ -302,6 +302,26 @@ async fn v5_unauthorized_publish_is_answered_with_0x87() {
     raw.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
 }
 
+/// [MQTT-4.13.1-1] A protocol error closes the connection even in a publish the client may not
+/// make: a QoS 1 PUBLISH to a forbidden topic with a Subscription Identifier ([MQTT-3.3.4-6])
+/// gets DISCONNECT 0x82, not PUBACK 0x87 and an open connection.
+#[tokio::test]
+async fn a_protocol_error_in_an_unauthorized_publish_still_closes_the_connection() {
+    let files = Files::new();
+    let acl = files.write("acl", "topic readwrite allowed\n");
+    let broker = TestBroker::start("", &security_toml(true, None, Some(&acl)));
+    let (mut raw, _) = Raw::connected(broker.addr, Protocol::V5, "p").await;
+    let mut packet = publish("forbidden", QoS::AtLeastOnce, Some(1), "x");
+    if let Packet::Publish(p) = &mut packet {
+        p.properties = Some(Box::new(starling_proto::Properties {
+            subscription_identifiers: vec![5],
+            ..Default::default()
+        }));
+    }
+    raw.send_packet(&packet).await;
+    raw.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+}
+
 /// Will messages are authorized like publishes: a will to a topic the client may not publish
 /// to is not published.
 #[tokio::test]

@@ -38,6 +38,18 @@ impl Connection {
     pub(super) fn on_connect(&mut self, connect: Box<Connect>, ctx: &mut Context<Self>) {
         self.limits.protocol = connect.protocol;
         let props = connect.properties.as_deref();
+        if props
+            .is_some_and(|p| p.authentication_data.is_some() && p.authentication_method.is_none())
+        {
+            // MQTT 5 §3.1.2.11.10: Authentication Data without an Authentication Method is a
+            // Protocol Error.
+            self.refuse_with(
+                ReasonCode::PROTOCOL_ERROR,
+                Some("Authentication Data without an Authentication Method".to_owned()),
+                ctx,
+            );
+            return;
+        }
         if let Some(name) = props.and_then(|p| p.authentication_method.clone()) {
             // The seed: a method the broker does not offer gets 0x8C and the connection closed.
             let Some(method) = self.broker.auth_methods.get(&name).cloned() else {

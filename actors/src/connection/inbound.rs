@@ -125,14 +125,8 @@ impl Connection {
             self.close(Some(reason), ctx);
             return;
         }
-        let allowed = self
-            .principal
-            .as_ref()
-            .is_some_and(|p| self.broker.security.authorize_publish(p, &publish.topic));
-        if !allowed {
-            self.refuse_publish(&publish, ctx);
-            return;
-        }
+        // Protocol errors first: they close the connection whatever the client may publish
+        // ([MQTT-4.13.1-1]); an unauthorized publish is answered and the connection may stay.
         if let Some(props) = publish.properties.as_deref() {
             // [MQTT-3.3.4-6]: a PUBLISH from a client carries no Subscription Identifier.
             if !props.subscription_identifiers.is_empty() {
@@ -147,6 +141,14 @@ impl Connection {
                 self.close(Some(ReasonCode::PAYLOAD_FORMAT_INVALID), ctx);
                 return;
             }
+        }
+        let allowed = self
+            .principal
+            .as_ref()
+            .is_some_and(|p| self.broker.security.authorize_publish(p, &publish.topic));
+        if !allowed {
+            self.refuse_publish(&publish, ctx);
+            return;
         }
         let Some(id) = publish.packet_id else {
             self.route_confirmed(publish, None, ctx);
@@ -370,6 +372,14 @@ impl Connection {
                 } else {
                     self.close(None, ctx);
                 }
+            }
+            // [MQTT-3.1.0-2]: a second CONNECT is a Protocol Error, also one that does not
+            // decode.
+            _ if matches!(error, DecodeError::InConnect { .. })
+                || matches!(error.root(), DecodeError::UnsupportedProtocolVersion { .. }) =>
+            {
+                let detail = format!("a second CONNECT ({error})");
+                self.close_with(Some(ReasonCode::PROTOCOL_ERROR), Some(detail), ctx)
             }
             _ => self.close_with(Some(reason), Some(error.to_string()), ctx),
         }

@@ -311,7 +311,12 @@ fn pub_response(
 }
 
 fn subscription_options(byte: u8, protocol: Protocol) -> Result<SubscriptionOptions, DecodeError> {
-    let qos = QoS::from_u8(byte & 0x03).ok_or(malformed("subscription QoS 3"))?;
+    // QoS 3 is malformed in 3.1.1 ([MQTT-3-8.3-4]) and a Protocol Error in 5.0 (§3.8.3.1).
+    let qos = QoS::from_u8(byte & 0x03).ok_or(if protocol.is_v5() {
+        DecodeError::ProtocolError("subscription QoS 3")
+    } else {
+        malformed("subscription QoS 3")
+    })?;
     if !protocol.is_v5() {
         if byte & 0xFC != 0 {
             return Err(malformed("reserved subscription option bits set"));
@@ -328,7 +333,8 @@ fn subscription_options(byte: u8, protocol: Protocol) -> Result<SubscriptionOpti
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
         2 => RetainHandling::DoNotSend,
-        _ => return Err(malformed("retain handling 3")),
+        // §3.8.3.1: "It is a Protocol Error to send a Retain Handling value of 3."
+        _ => return Err(DecodeError::ProtocolError("retain handling 3")),
     };
     Ok(SubscriptionOptions {
         qos,

@@ -67,8 +67,8 @@ fn malformed_subscribes() {
         // No filters: a protocol error [MQTT-3.8.3-3].
         let err = decode_err(&subscribe(protocol, &[]), protocol);
         assert!(matches!(err, DecodeError::ProtocolError(_)));
-        // QoS 3, reserved bits.
-        for options in [0x03, 0xC0, 0x40] {
+        // Reserved bits are malformed [MQTT-3.8.3-5].
+        for options in [0xC0, 0x40] {
             let mut payload = s(b"a");
             payload.push(options);
             let err = decode_err(&subscribe(protocol, &payload), protocol);
@@ -76,6 +76,15 @@ fn malformed_subscribes() {
                 matches!(err, DecodeError::MalformedPacket(_)),
                 "{options:02X}"
             );
+        }
+        // QoS 3: malformed in 3.1.1 [MQTT-3-8.3-4], a protocol error in 5.0 (§3.8.3.1).
+        let mut payload = s(b"a");
+        payload.push(0x03);
+        let err = decode_err(&subscribe(protocol, &payload), protocol);
+        if protocol == V5 {
+            assert!(matches!(err, DecodeError::ProtocolError(_)), "{err:?}");
+        } else {
+            assert!(matches!(err, DecodeError::MalformedPacket(_)), "{err:?}");
         }
         // Filter without options byte.
         let err = decode_err(&subscribe(protocol, &s(b"a")), protocol);
@@ -104,12 +113,13 @@ fn malformed_subscribes() {
         let err = decode_err(&subscribe(V311, &payload), V311);
         assert!(matches!(err, DecodeError::MalformedPacket(_)));
     }
-    // On 5.0 retain handling 3 is malformed; No Local on a shared subscription a protocol error.
+    // On 5.0 retain handling 3 is a protocol error (§3.8.3.1), and so is No Local on a shared
+    // subscription.
     let mut payload = s(b"a");
     payload.push(0x30);
     assert!(matches!(
         decode_err(&subscribe(V5, &payload), V5),
-        DecodeError::MalformedPacket(_)
+        DecodeError::ProtocolError(_)
     ));
     let mut payload = s(b"$share/g/a");
     payload.push(0x04);
