@@ -326,6 +326,52 @@ async fn a_client_publish_with_a_subscription_identifier_is_a_protocol_error() {
     raw.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
 }
 
+/// [MQTT-3.14.2-3] The Reason String of a DISCONNECT is left out when it would make the packet
+/// larger than the client's Maximum Packet Size (here 10 bytes); the reason code still goes.
+#[tokio::test]
+async fn a_disconnect_reason_string_is_left_out_past_the_clients_maximum_packet_size() {
+    let broker = TestBroker::default_broker();
+    let connect = connect_with(Protocol::V5, "tiny", |c| {
+        c.properties = Some(Box::new(Properties {
+            maximum_packet_size: Some(10),
+            ..Properties::default()
+        }))
+    });
+    let (mut raw, _) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+    let props = Properties {
+        subscription_identifiers: vec![5],
+        ..Properties::default()
+    };
+    raw.send_packet(&publish_with("t", QoS::AtMostOnce, None, "x", props))
+        .await;
+    match raw.recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, ReasonCode::PROTOCOL_ERROR);
+            assert_eq!(d.properties, None, "no Reason String");
+        }
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+    raw.expect_closed().await;
+}
+
+/// [MQTT-3.2.2-19] The same for a refusing CONNACK: its reason code, without the Reason
+/// String that would exceed the client's Maximum Packet Size.
+#[tokio::test]
+async fn a_connack_reason_string_is_left_out_past_the_clients_maximum_packet_size() {
+    let broker = TestBroker::default_broker();
+    let connect = connect_with(Protocol::V5, "tiny", |c| {
+        c.properties = Some(Box::new(Properties {
+            maximum_packet_size: Some(10),
+            authentication_data: Some(Bytes::from_static(b"no method")),
+            ..Properties::default()
+        }))
+    });
+    let (mut raw, ack) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+    assert_eq!(ack.code, ReasonCode::PROTOCOL_ERROR);
+    assert_eq!(ack.properties, None, "no Reason String");
+    raw.expect_closed().await;
+}
+
 /// [MQTT-3.3.2-4] Payload Format Indicator 1 with a payload that is not UTF-8: 0x99.
 #[tokio::test]
 async fn a_payload_not_matching_its_format_indicator_is_refused() {

@@ -38,6 +38,7 @@ impl Connection {
     pub(super) fn on_connect(&mut self, connect: Box<Connect>, ctx: &mut Context<Self>) {
         self.limits.protocol = connect.protocol;
         let props = connect.properties.as_deref();
+        self.client_max_packet_size = props.and_then(|p| p.maximum_packet_size);
         if props
             .is_some_and(|p| p.authentication_data.is_some() && p.authentication_method.is_none())
         {
@@ -372,11 +373,13 @@ impl Connection {
                 ..Properties::default()
             })
         });
-        self.send(&Packet::ConnAck(ConnAck {
+        let mut connack = Packet::ConnAck(ConnAck {
             session_present: false,
             code,
             properties,
-        }));
+        });
+        self.fit_reason_string(&mut connack);
+        self.send(&connack);
         self.close(None, ctx);
     }
 }

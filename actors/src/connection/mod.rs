@@ -145,6 +145,9 @@ pub struct Connection {
     inbound_qos2: Rare<HashSet<PacketId>>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
     connect_session_expiry: Option<u32>,
+    /// The client's Maximum Packet Size (MQTT 5 CONNECT): a Reason String that would make a
+    /// CONNACK or DISCONNECT larger is left out.
+    client_max_packet_size: Option<u32>,
     /// Packets from the session that arrived before CONNACK was written; sent right after it.
     pending: Vec<Packet>,
     /// The client said goodbye properly (or the broker is shutting down): no will.
@@ -222,6 +225,7 @@ impl Connection {
             routes_held: 0,
             inbound_qos2: Rare::default(),
             connect_session_expiry: None,
+            client_max_packet_size: None,
             pending: Vec::new(),
             clean_disconnect: false,
             disconnect_expiry: None,
@@ -321,20 +325,43 @@ impl Connection {
             let told = matches!(self.state, State::Connected | State::TakenOver);
             if told && self.protocol().is_v5() {
                 let text = detail.unwrap_or_else(|| reason.name().to_owned());
-                let reason = reason.for_disconnect();
-                self.send(&Packet::Disconnect(Disconnect {
-                    reason,
+                let mut disconnect = Packet::Disconnect(Disconnect {
+                    reason: reason.for_disconnect(),
                     properties: Some(Box::new(Properties {
                         reason_string: Some(text),
                         ..Properties::default()
                     })),
-                }));
+                });
+                self.fit_reason_string(&mut disconnect);
+                self.send(&disconnect);
             }
             debug!(self.log, "closing connection"; "reason" => %reason);
         }
         self.state = State::Closing;
         self.wake_io();
         ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+
+    /// Leaves the Reason String out of a CONNACK or DISCONNECT that would otherwise exceed the
+    /// client's Maximum Packet Size ([MQTT-3.2.2-19], [MQTT-3.14.2-3]).
+    fn fit_reason_string(&self, packet: &mut Packet) {
+        let Some(max) = self.client_max_packet_size else {
+            return;
+        };
+        let mut encoded = BytesMut::new();
+        if encode(packet, self.protocol(), &mut encoded).is_ok() && encoded.len() <= max as usize {
+            return;
+        }
+        if let Packet::ConnAck(starling_proto::ConnAck { properties, .. })
+        | Packet::Disconnect(Disconnect { properties, .. }) = packet
+        {
+            if let Some(p) = properties.as_deref_mut() {
+                p.reason_string = None;
+            }
+            if properties.as_deref().is_some_and(Properties::is_empty) {
+                *properties = None;
+            }
+        }
     }
 
     /// Tells the session this connection is gone (once): whether to publish the will, and any
