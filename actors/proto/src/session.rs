@@ -141,8 +141,8 @@ pub struct Outbound<M> {
     queue: VecDeque<Delivery<M>>,
     queued_bytes: usize,
     inflight: VecDeque<Inflight<M>>,
-    /// In-flight entries marked `resend`.
-    resends: usize,
+    /// In-flight entries marked `resend` (at most the 65 535 packet ids).
+    resends: u16,
     next_id: u16,
     drops: DropCounts,
     /// Whether dropped messages are kept for `take_dropped` (a durable session removes them
@@ -319,7 +319,7 @@ impl<M: Clone> Outbound<M> {
     pub fn next_send(&mut self, now: Instant) -> Option<Send<M>> {
         if self.resends > 0 {
             // What a replay held back goes first, in order, as the window allows.
-            if self.inflight.len() - self.resends >= usize::from(self.window) {
+            if self.inflight.len() - usize::from(self.resends) >= usize::from(self.window) {
                 return None;
             }
             let f = self.inflight.iter_mut().find(|f| f.resend)?;
@@ -488,7 +488,7 @@ impl<M: Clone> Outbound<M> {
     pub fn replay(&mut self) -> Vec<Send<M>> {
         let window = usize::from(self.window);
         let mut out = Vec::with_capacity(self.inflight.len().min(window));
-        let (mut publishes, mut held) = (0, 0);
+        let (mut publishes, mut held) = (0, 0u16);
         for f in &mut self.inflight {
             f.resend = false;
             match f.state {

@@ -38,7 +38,9 @@ impl Connection {
     pub(super) fn on_connect(&mut self, connect: Box<Connect>, ctx: &mut Context<Self>) {
         self.limits.protocol = connect.protocol;
         let props = connect.properties.as_deref();
-        self.client_max_packet_size = props.and_then(|p| p.maximum_packet_size);
+        self.client_max_packet_size = props
+            .and_then(|p| p.maximum_packet_size)
+            .and_then(std::num::NonZeroU32::new);
         if props
             .is_some_and(|p| p.authentication_data.is_some() && p.authentication_method.is_none())
         {

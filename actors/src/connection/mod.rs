@@ -20,6 +20,7 @@ pub use aliases::AliasPolicy;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -141,13 +142,14 @@ pub struct Connection {
     /// closing connection waits for them, since a route that met a full shard mailbox is only
     /// sent when polled. (QoS 2 ones are the session's once handed over.)
     routes_held: u32,
+    /// The client's Maximum Packet Size (MQTT 5 CONNECT; 0 is refused by the codec): a Reason
+    /// String that would make a CONNACK or DISCONNECT larger is left out. Beside `routes_held`,
+    /// it fits in what was padding.
+    client_max_packet_size: Option<NonZeroU32>,
     /// Inbound QoS 2 ids handed to the session and not yet completed (PUBCOMP sent).
     inbound_qos2: Rare<HashSet<PacketId>>,
     /// Session expiry the client asked for at CONNECT (MQTT 5), to check DISCONNECT changes.
     connect_session_expiry: Option<u32>,
-    /// The client's Maximum Packet Size (MQTT 5 CONNECT): a Reason String that would make a
-    /// CONNACK or DISCONNECT larger is left out.
-    client_max_packet_size: Option<u32>,
     /// Packets from the session that arrived before CONNACK was written; sent right after it.
     pending: Vec<Packet>,
     /// The client said goodbye properly (or the broker is shutting down): no will.
@@ -349,7 +351,9 @@ impl Connection {
             return;
         };
         let mut encoded = BytesMut::new();
-        if encode(packet, self.protocol(), &mut encoded).is_ok() && encoded.len() <= max as usize {
+        if encode(packet, self.protocol(), &mut encoded).is_ok()
+            && encoded.len() <= max.get() as usize
+        {
             return;
         }
         if let Packet::ConnAck(starling_proto::ConnAck { properties, .. })
