@@ -21,7 +21,7 @@ pub mod topic;
 pub mod topic_tree;
 pub mod trie;
 
-pub use codec::{decode, encode, encoded_len, DecodeError, EncodeError, Limits};
+pub use codec::{decode, encode, encoded_len, properties_len, DecodeError, EncodeError, Limits};
 pub use packet::*;
 pub use reason::ReasonCode;
 pub use topic::{TopicError, TopicFilter, TopicName};

@@ -438,6 +438,13 @@ impl<M: Clone> Outbound<M> {
         self.complete(i)
     }
 
+    /// Drops an in-flight message without sending it again, as if it had been acknowledged:
+    /// for one that no longer fits the client's Maximum Packet Size ([MQTT-3.1.2-25]).
+    pub fn discard(&mut self, id: PacketId) -> Result<Delivery<M>, AckError> {
+        let i = self.position(id).ok_or(AckError::NotFound)?;
+        self.complete(i)
+    }
+
     /// PUBCOMP for a QoS 2 message: it is done; returns it.
     pub fn pubcomp(&mut self, id: PacketId) -> Result<Delivery<M>, AckError> {
         let i = self.position(id).ok_or(AckError::NotFound)?;

@@ -31,7 +31,8 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use slog::{debug, o, Logger};
 use starling_proto::{
-    encode, Disconnect, Limits, Packet, PacketId, Properties, Protocol, ReasonCode, TopicName,
+    encode, encoded_len, Disconnect, Limits, Packet, PacketId, Properties, Protocol, ReasonCode,
+    TopicName,
 };
 
 use crate::broker::{BrokerContext, Transport, TransportInfo};
@@ -257,8 +258,17 @@ impl Connection {
     /// the weight the session gave it (before the alias shortened it).
     fn send_delivery(&mut self, mut packet: Packet) {
         let weight = outbound_weight(&packet);
-        if let Packet::Publish(publish) = &mut packet {
-            if let Some(aliases) = self.outbound_aliases.get_mut() {
+        // A new alias adds three bytes; the session checked the packet without one against
+        // the client's Maximum Packet Size, so a packet that close to it goes unaliased.
+        let alias_fits = |packet: &Packet| {
+            self.client_max_packet_size.is_none_or(|max| {
+                encoded_len(packet, self.protocol()).is_ok_and(|len| len + 3 <= max.get() as usize)
+            })
+        };
+        if self.outbound_aliases.get().is_some() && alias_fits(&packet) {
+            if let (Packet::Publish(publish), Some(aliases)) =
+                (&mut packet, self.outbound_aliases.get_mut())
+            {
                 aliases.apply(publish);
             }
         }

@@ -41,6 +41,11 @@ impl Session {
             let Some(send) = self.out.next_send(now) else {
                 break;
             };
+            // Checked again as it goes out: it may have been queued while the client was
+            // offline, or before it reconnected with a smaller Maximum Packet Size.
+            let Some(send) = self.unless_too_large(send, protocol, now) else {
+                continue;
+            };
             if let Send::Publish {
                 delivery,
                 packet_id: Some(id),
@@ -76,12 +81,12 @@ impl Session {
     /// In-flight messages to resend after a reconnect, as packets, counted as in transit.
     pub(super) fn replay(&mut self, protocol: Protocol) -> Vec<Packet> {
         let now = Instant::now();
-        let packets: Vec<Packet> = self
-            .out
-            .replay()
-            .into_iter()
-            .map(|send| self.to_packet(send, protocol, now))
-            .collect();
+        let mut packets = Vec::new();
+        for send in self.out.replay() {
+            if let Some(send) = self.unless_too_large(send, protocol, now) {
+                packets.push(self.to_packet(send, protocol, now));
+            }
+        }
         self.in_transit += packets.iter().map(outbound_weight).sum::<usize>();
         packets
     }
@@ -125,7 +130,15 @@ impl Session {
     /// Queues a delivery (or drops it, as the queue's policy or the client's Maximum Packet
     /// Size say), without sending anything yet.
     fn enqueue(&mut self, delivery: Delivery<Routed>, bounded: bool) {
-        if self.too_large_for_client(&delivery) {
+        let too_large = self.link.as_ref().is_some_and(|link| {
+            too_large_for(
+                &delivery,
+                link.protocol,
+                self.max_packet_size,
+                Instant::now(),
+            )
+        });
+        if too_large {
             self.dropped_too_large += 1;
             self.release_stored(&delivery.msg);
             self.note_drop();
@@ -146,26 +159,73 @@ impl Session {
         }
     }
 
-    /// [MQTT-3.1.2-25]: a packet larger than the client's Maximum Packet Size is discarded as
-    /// if it had been sent. Exact sizes are only computed near the limit.
-    fn too_large_for_client(&self, delivery: &Delivery<Routed>) -> bool {
-        let (Some(max), Some(link)) = (self.max_packet_size, &self.link) else {
-            return false;
-        };
-        let max = max as usize;
-        let rough = delivery.msg.payload.len() + delivery.msg.topic.as_str().len();
-        if rough + 1024 < max {
-            return false;
-        }
-        let probe = publish_packet(
+    /// `send`, unless it is a PUBLISH larger than the client's Maximum Packet Size: that one is
+    /// discarded as if it had been sent ([MQTT-3.1.2-25]), and a QoS 1/2 one leaves the
+    /// in-flight window as if acknowledged.
+    fn unless_too_large(
+        &mut self,
+        send: Send<Routed>,
+        protocol: Protocol,
+        now: Instant,
+    ) -> Option<Send<Routed>> {
+        let Send::Publish {
             delivery,
-            Some(starling_proto::PacketId::MIN),
-            false,
-            link.protocol,
-            Instant::now(),
-        );
-        encoded_len(&Packet::Publish(probe), link.protocol).map_or(true, |len| len > max)
+            packet_id,
+            ..
+        } = &send
+        else {
+            return Some(send);
+        };
+        if !too_large_for(delivery, protocol, self.max_packet_size, now) {
+            return Some(send);
+        }
+        let discarded = match packet_id {
+            Some(id) => self.out.discard(*id).ok(),
+            None => Some(delivery.clone()),
+        };
+        if let Some(discarded) = discarded {
+            self.release_stored(&discarded.msg);
+        }
+        self.dropped_too_large += 1;
+        self.note_drop();
+        None
     }
+}
+
+/// Whether the PUBLISH for `delivery` would exceed the client's Maximum Packet Size `max`
+/// ([MQTT-3.1.2-25]). An upper bound is tried first (fixed header, topic, packet id, payload,
+/// and on MQTT 5 the message's properties plus the expiry interval and subscription
+/// identifiers added for this subscriber); the exact size is computed only near the limit.
+fn too_large_for(
+    delivery: &Delivery<Routed>,
+    protocol: Protocol,
+    max: Option<u32>,
+    now: Instant,
+) -> bool {
+    let Some(max) = max else {
+        return false;
+    };
+    let max = max as usize;
+    let msg = &delivery.msg;
+    let mut bound = 5 + 2 + msg.topic.as_str().len() + 2 + msg.payload.len();
+    if protocol.is_v5() {
+        let own = msg
+            .properties
+            .as_deref()
+            .map_or(Ok(0), starling_proto::properties_len);
+        let Ok(own) = own else {
+            return true;
+        };
+        // Up to 4 more bytes of length prefix, 5 for the expiry, 5 per identifier.
+        bound += 4 + own + 5 + 5 * delivery.subscription_ids.len();
+    }
+    if bound <= max {
+        return false;
+    }
+    let packet_id =
+        (delivery.qos != starling_proto::QoS::AtMostOnce).then_some(starling_proto::PacketId::MIN);
+    let probe = publish_packet(delivery, packet_id, false, protocol, now);
+    encoded_len(&Packet::Publish(probe), protocol).map_or(true, |len| len > max)
 }
 
 /// The PUBLISH for a delivery: the message's properties with the remaining expiry interval and

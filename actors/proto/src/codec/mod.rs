@@ -170,6 +170,12 @@ pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Result
     encode::encode(packet, protocol, buf)
 }
 
+/// The number of bytes a properties block takes in a packet, its length prefix included (an
+/// error when it could not be encoded at all): for sizing a packet without building it.
+pub fn properties_len(p: &crate::packet::Properties) -> Result<usize, EncodeError> {
+    properties::block_len(Some(p))
+}
+
 /// The number of bytes [`encode`] would write for `packet`: to check a peer's Maximum Packet
 /// Size before sending.
 pub fn encoded_len(packet: &Packet, protocol: Protocol) -> Result<usize, EncodeError> {
