@@ -254,3 +254,54 @@ async fn acknowledged_messages_survive_sigkill_at_several_points() {
         crash_at(kill_after).await;
     }
 }
+
+/// A connected client's session is not offline: killed with SIGKILL after the client has been
+/// connected for longer than its Session Expiry Interval (2 s), the broker comes back with the
+/// session, its subscription and the client's will, and counts the expiry from the restart
+/// ([MQTT-3.1.2-23]: the session is kept while the connection lasts, then for the interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_clients_session_survives_a_crash_long_after_it_connected() {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = settings(dir.path());
+    let (child, addr) = spawn_daemon(&settings);
+    let mut daemon = Daemon(child);
+    let lasting = |protocol_will: bool| {
+        connect_with(Protocol::V5, "lasting", move |c| {
+            c.clean_start = false;
+            c.properties = Some(Box::new(Properties {
+                session_expiry_interval: Some(2),
+                ..Properties::default()
+            }));
+            if protocol_will {
+                c.will = Some(starling_proto::LastWill {
+                    topic: starling_proto::TopicName::new("gone/lasting").expect("topic"),
+                    payload: bytes::Bytes::from_static(b"crashed"),
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    properties: None,
+                });
+            }
+        })
+    };
+    let (mut client, _) = Raw::connect(addr, Protocol::V5, &lasting(true)).await;
+    client.subscribe("keep/#", QoS::AtLeastOnce).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    daemon.0.kill().expect("kill -9");
+    let _ = daemon.0.wait();
+    drop(client);
+
+    let (child, addr) = spawn_daemon(&settings);
+    let _daemon = Daemon(child);
+    // The will of the connection the crash cut went out on recovery (retained, so it is here
+    // for a subscriber that comes after).
+    let (mut watcher, _) = Raw::connected(addr, Protocol::V5, "watcher").await;
+    watcher.subscribe("gone/#", QoS::AtLeastOnce).await;
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"crashed");
+    let (mut client, ack) = Raw::connect(addr, Protocol::V5, &lasting(false)).await;
+    assert!(ack.session_present, "the session outlived the crash");
+    let (mut publisher, _) = Raw::connected(addr, Protocol::V5, "pub").await;
+    publisher
+        .send_packet(&publish("keep/1", QoS::AtLeastOnce, Some(1), "still here"))
+        .await;
+    assert_eq!(&client.recv_publish().await.payload[..], b"still here");
+}

@@ -298,3 +298,68 @@ async fn with_persistence_off_nothing_survives_a_restart() {
         "no store file written"
     );
 }
+
+/// A persistent client with a delayed, retained will, gone without DISCONNECT.
+async fn gone_with_a_delayed_will(broker: &TestBroker, id: &str, expiry: u32, delay: u32) {
+    let connect = common::raw::connect_with(Protocol::V5, id, |c| {
+        c.clean_start = false;
+        c.properties = common::raw::session_expiry(expiry);
+        c.will = Some(starling_proto::LastWill {
+            topic: starling_proto::TopicName::new(&format!("gone/{id}")).expect("topic"),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Some(Box::new(starling_proto::Properties {
+                will_delay_interval: Some(delay),
+                ..starling_proto::Properties::default()
+            })),
+        });
+    });
+    let (client, ack) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    drop(client);
+    // The session has recorded its client's departure, with the will still pending.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// [MQTT-3.1.2-8] The will goes out when the session ends, if that comes before the will
+/// delay: also when the session's expiry (1 s) ran out while the broker was down. The will is
+/// published when the broker comes back (retained here, so a later subscriber sees it).
+#[tokio::test]
+async fn the_will_of_a_session_that_expired_while_the_broker_was_down_is_published() {
+    let mut broker = TestBroker::default_broker();
+    gone_with_a_delayed_will(&broker, "expired-away", 1, 60).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    broker.restart();
+    let (mut watcher, _) = Raw::connected(broker.addr, Protocol::V5, "watcher").await;
+    watcher.subscribe("gone/#", QoS::AtLeastOnce).await;
+    let p = watcher.recv_publish().await;
+    assert_eq!(p.topic.as_str(), "gone/expired-away");
+    let (_client, present) = persistent(&broker, "expired-away", 60).await;
+    assert!(!present, "the session itself is gone");
+}
+
+/// MQTT 5 Will Delay Interval: the delay counts from when the client went, and the broker's
+/// downtime is part of it. A 3 s delay of which 2 s passed while the broker was down leaves
+/// about 1 s after the restart, not 3.
+#[tokio::test]
+async fn a_will_delay_counts_the_time_the_broker_was_down() {
+    let mut broker = TestBroker::default_broker();
+    gone_with_a_delayed_will(&broker, "delayed-away", 300, 3).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    broker.restart();
+    let restarted = std::time::Instant::now();
+    let (mut watcher, _) = Raw::connected(broker.addr, Protocol::V5, "watcher").await;
+    watcher.subscribe("gone/#", QoS::AtLeastOnce).await;
+    let p = tokio::time::timeout(Duration::from_secs(10), watcher.recv_publish_patiently())
+        .await
+        .expect("the will within 10 s");
+    assert_eq!(p.topic.as_str(), "gone/delayed-away");
+    let waited = restarted.elapsed();
+    assert!(
+        waited < Duration::from_millis(2000),
+        "published {waited:?} after the restart; about 1 s of its delay was left"
+    );
+}

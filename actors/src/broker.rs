@@ -276,6 +276,7 @@ impl Broker {
                 table,
             },
             recovered.sessions,
+            recovered.expired_wills,
             workers,
             log,
         );

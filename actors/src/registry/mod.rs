@@ -19,8 +19,8 @@ use slog::{debug, info, o, Logger};
 
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
-use crate::msg::{FlushSessions, GetSessionInfo, QuerySession, SessionInfo};
-use crate::security::SecurityManager;
+use crate::msg::{FlushSessions, GetSessionInfo, QuerySession, SessionInfo, Will};
+use crate::security::{Principal, SecurityManager};
 use crate::session::{Session, SessionShared};
 use crate::store::{Store, StoredSession};
 use crate::supervisor::{inject, InjectFault, Supervision};
@@ -60,11 +60,13 @@ pub struct RegistryParts {
 impl Registry {
     /// Starts the registry on the first worker, with the sessions `recovered` from the store
     /// (spread over `workers`). Their subscriptions are registered with the shards on this
-    /// thread before this returns, so nothing published afterwards misses them. Returns its
-    /// address and what connections open sessions with.
+    /// thread before this returns, so nothing published afterwards misses them; then the
+    /// `expired_wills` of sessions that ended while the broker was down are published. Returns
+    /// its address and what connections open sessions with.
     pub fn start(
         parts: RegistryParts,
         recovered: Vec<StoredSession>,
+        expired_wills: Vec<(Arc<str>, Option<String>, Will)>,
         workers: &[ArbiterHandle],
         log: &Logger,
     ) -> (Addr<Registry>, Arc<SessionShared>) {
@@ -88,12 +90,35 @@ impl Registry {
         for (i, stored) in recovered.into_iter().enumerate() {
             registry.start_recovered(stored, workers.get(i % workers.len().max(1)));
         }
+        for (client_id, username, will) in expired_wills {
+            registry.publish_expired_will(&client_id, username, will);
+        }
         parts
             .supervision
             .start_with(mailbox, workers.first(), "registry", "".into(), move |_| {
                 registry
             });
         (addr, shared)
+    }
+
+    /// The will of a session whose expiry ran out while the broker was down: the session
+    /// ended then, so the will is due now ([MQTT-3.1.2-8]), authorized as the client it was.
+    fn publish_expired_will(&self, client_id: &str, username: Option<String>, will: Will) {
+        let principal = Principal {
+            username,
+            client_id: client_id.to_owned(),
+        };
+        let topic = will.msg.topic.clone();
+        if !self.shared.security.authorize_publish(&principal, &topic) {
+            info!(self.log, "will of a session expired while down not published: not authorized";
+                "client_id" => client_id, "topic" => %topic);
+            return;
+        }
+        info!(self.log, "publishing the will of a session that expired while the broker was down";
+            "client_id" => client_id, "topic" => %topic);
+        self.shared
+            .router
+            .publish(Arc::new(will.publish(std::time::Instant::now())));
     }
 
     /// Starts a Session rebuilt from the store and registers its subscriptions.

@@ -363,14 +363,19 @@ impl Session {
     }
 
     /// The connection ended abnormally: the will goes out after its delay
-    /// ([MQTT-3.1.3-9]: unless a new connection comes first, or the session ends first).
+    /// ([MQTT-3.1.3-9]: unless a new connection comes first, or the session ends first). The
+    /// delay counts from when the client went (for a session rebuilt after a restart, the
+    /// broker's downtime is part of it).
     fn trigger_will(&mut self, ctx: &mut Context<Self>) {
         let Some(will) = &self.will else { return };
-        if will.delay == 0 {
+        let gone_for = self
+            .offline_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        let delay = Duration::from_secs(u64::from(will.delay)).saturating_sub(gone_for);
+        if delay.is_zero() {
             self.publish_will();
             return;
         }
-        let delay = Duration::from_secs(u64::from(will.delay));
         self.will_timer = Some(ctx.run_later(delay, |act, _| {
             act.will_timer = None;
             act.publish_will();
@@ -448,7 +453,6 @@ impl Handler<Attach> for Session {
         self.expiry = params.expiry;
         self.will = params.will.map(Box::new);
         self.principal = params.principal;
-        self.attach_store(cleared);
         self.max_packet_size = params.max_packet_size;
         self.inbound_maximum = params.inbound_maximum;
         self.out
@@ -457,6 +461,9 @@ impl Handler<Attach> for Session {
         let protocol = msg.link.protocol;
         let conn_id = msg.link.conn_id;
         self.link = Some(msg.link);
+        // Written with the link in place, so the record says the client is connected: a crash
+        // now must not find it offline since this CONNECT, and expire it early.
+        self.attach_store(cleared);
         self.set_shared_online(true);
         let replay = self.replay(protocol);
         // What queued while offline follows the replay (the Connection holds it until CONNACK).

@@ -235,6 +235,10 @@ pub struct StoredEntry {
 pub struct Recovered {
     /// Persistent sessions.
     pub sessions: Vec<StoredSession>,
+    /// The wills of sessions whose expiry ran out while the broker was down, with the client
+    /// id and user name they are authorized as: the session ended, so its will is due
+    /// ([MQTT-3.1.2-8]). The sessions themselves are removed.
+    pub expired_wills: Vec<(Arc<str>, Option<String>, Will)>,
     /// Retained messages.
     pub retained: Vec<Message>,
 }

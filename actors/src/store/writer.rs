@@ -93,6 +93,7 @@ pub(super) fn open(
         "sessions" => recovered.sessions.len(),
         "messages" => refcounts.len(),
         "retained" => recovered.retained.len(),
+        "expired_wills" => recovered.expired_wills.len(),
         "ms" => started.elapsed().as_millis() as u64);
     Ok((db, path, recovered, refcounts, next_id))
 }
@@ -126,6 +127,7 @@ fn recover(txn: &WriteTransaction) -> Result<(Recovered, Refcounts, u64), Recove
     // counts as offline from now).
     let mut sessions: Vec<StoredSession> = Vec::new();
     let mut expired: Vec<String> = Vec::new();
+    let mut expired_wills = Vec::new();
     for row in sessions_table.iter()? {
         let (key, value) = row?;
         let record = parse(SessionRecord::decode(value.value()))?;
@@ -134,6 +136,9 @@ fn recover(txn: &WriteTransaction) -> Result<(Recovered, Refcounts, u64), Recove
             _ => false,
         };
         if gone {
+            if let Some(will) = record.will {
+                expired_wills.push((Arc::from(key.value()), record.username, will));
+            }
             expired.push(key.value().to_owned());
         } else {
             sessions.push(StoredSession {
@@ -256,7 +261,12 @@ fn recover(txn: &WriteTransaction) -> Result<(Recovered, Refcounts, u64), Recove
     for topic in &expired_retained {
         retained_table.remove(topic.as_str())?;
     }
-    Ok((Recovered { sessions, retained }, refcounts, next_id))
+    let recovered = Recovered {
+        sessions,
+        retained,
+        expired_wills,
+    };
+    Ok((recovered, refcounts, next_id))
 }
 
 /// Starts the writer thread.
