@@ -305,3 +305,52 @@ async fn a_connected_clients_session_survives_a_crash_long_after_it_connected() 
         .await;
     assert_eq!(&client.recv_publish().await.payload[..], b"still here");
 }
+
+/// [MQTT-4.3.3-11] Once PUBCOMP is sent, the packet id is free and a new message may reuse
+/// it: so its release must be durable before PUBCOMP goes out. Killed right after PUBCOMP,
+/// the broker must come back without the id pending, and route the next QoS 2 message that
+/// reuses it instead of taking it for a resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_id_released_by_pubcomp_is_free_after_a_crash() {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = settings(dir.path());
+    let (child, addr) = spawn_daemon(&settings);
+    let mut daemon = Daemon(child);
+    let reuser = || {
+        connect_with(Protocol::V5, "reuser", |c| {
+            c.clean_start = false;
+            c.properties = Some(Box::new(Properties {
+                session_expiry_interval: Some(300),
+                ..Properties::default()
+            }));
+        })
+    };
+    let exchange = |payload: &'static str| {
+        (
+            publish("reuse", QoS::ExactlyOnce, Some(5), payload),
+            Packet::PubRel(PubResponse::success(common::raw::pid(5))),
+        )
+    };
+    let (mut publisher, _) = Raw::connect(addr, Protocol::V5, &reuser()).await;
+    let (first, release) = exchange("first");
+    publisher.send_packet(&first).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
+    publisher.send_packet(&release).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubComp(_))));
+    daemon.0.kill().expect("kill -9");
+    let _ = daemon.0.wait();
+    drop(publisher);
+
+    let (child, addr) = spawn_daemon(&settings);
+    let _daemon = Daemon(child);
+    let (mut sub, _) = Raw::connected(addr, Protocol::V5, "reader").await;
+    sub.subscribe("reuse", QoS::ExactlyOnce).await;
+    let (mut publisher, ack) = Raw::connect(addr, Protocol::V5, &reuser()).await;
+    assert!(ack.session_present);
+    let (second, release) = exchange("second");
+    publisher.send_packet(&second).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
+    publisher.send_packet(&release).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubComp(_))));
+    assert_eq!(&sub.recv_publish().await.payload[..], b"second");
+}

@@ -509,7 +509,7 @@ fn pop_routed(
 impl Handler<InboundPubRel> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: InboundPubRel, _: &mut Self::Context) {
+    fn handle(&mut self, msg: InboundPubRel, ctx: &mut Self::Context) {
         if !self.is_current(msg.conn_id) {
             return;
         }
@@ -517,17 +517,36 @@ impl Handler<InboundPubRel> for Session {
             .inbound_qos2
             .get_mut()
             .is_some_and(|ids| ids.remove(&msg.packet_id));
-        if known && self.is_durable() {
-            self.store_send(crate::store::Op::DeleteInbound {
-                client: Arc::clone(&self.inbox.client_id),
-                packet_id: msg.packet_id.get(),
-            });
-        }
         let mut comp = PubResponse::success(msg.packet_id);
         let v5 = self.link.as_ref().is_some_and(|l| l.protocol.is_v5());
         if !known && v5 {
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
-        self.send_control(Packet::PubComp(comp));
+        let store = self
+            .shared
+            .store
+            .as_ref()
+            .filter(|_| known && self.is_durable());
+        let Some(store) = store else {
+            self.send_control(Packet::PubComp(comp));
+            return;
+        };
+        // PUBCOMP frees the packet id for the client to reuse, so the id's release must be
+        // durable first: found "awaiting PUBREL" after a crash, a new message under the reused
+        // id would be taken for a resend and never routed.
+        let released = store.send_confirmed(crate::store::Op::DeleteInbound {
+            client: Arc::clone(&self.inbox.client_id),
+            packet_id: msg.packet_id.get(),
+        });
+        let conn_id = msg.conn_id;
+        ctx.spawn(released.into_actor(self).map(move |result, act, _| {
+            if !matches!(result, Ok(Ok(()))) {
+                warn!(act.log(), "inbound QoS 2 id not released in the store";
+                    "packet_id" => comp.packet_id.get());
+            }
+            if act.is_current(conn_id) {
+                act.send_control(Packet::PubComp(comp));
+            }
+        }));
     }
 }
