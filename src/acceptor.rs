@@ -111,6 +111,15 @@ pub fn parse(name: &str, url: &str, base: &MqttConfig) -> Result<Acceptor, Vec<S
     if tls.mode != SslMode::Off && tls.key_store.is_none() {
         errors.push("keyStorePath: required when sslEnabled is true or optional".to_owned());
     }
+    if tls.need_client_auth && tls.mode != SslMode::Required {
+        // Without TLS (or with plain clients allowed beside it) clients present no
+        // certificate: the requirement would silently not hold.
+        errors.push(
+            "needClientAuth: requires sslEnabled=true (with false or optional, clients connect \
+             without a certificate)"
+                .to_owned(),
+        );
+    }
     if errors.is_empty() {
         Ok(Acceptor {
             name: name.to_owned(),
@@ -245,14 +254,34 @@ mod tests {
     #[test]
     fn tls_parameters_are_read() {
         let a = ok(
-            "tcp://h:8883?protocols=MQTT;sslEnabled=optional;keyStorePath=/k.p12;\
+            "tcp://h:8883?protocols=MQTT;sslEnabled=true;keyStorePath=/k.p12;\
                     keyStorePassword=pw;needClientAuth=true;trustStorePath=/ca.pem",
         );
-        assert_eq!(a.tls.mode, SslMode::Optional);
+        assert_eq!(a.tls.mode, SslMode::Required);
         assert_eq!(a.tls.key_store, Some(PathBuf::from("/k.p12")));
         assert_eq!(a.tls.key_store_password.as_deref(), Some("pw"));
         assert!(a.tls.need_client_auth);
         assert_eq!(a.tls.trust_store, Some(PathBuf::from("/ca.pem")));
+    }
+
+    /// Client certificates are only ever presented over TLS: requiring them on an acceptor
+    /// that also (or only) takes plain clients is an error, not a requirement that silently
+    /// does not hold.
+    #[test]
+    fn need_client_auth_without_tls_only_is_an_error_naming_the_parameter() {
+        for mode in ["false", "optional"] {
+            let url = format!(
+                "tcp://h:8883?protocols=MQTT;sslEnabled={mode};keyStorePath=/k.pem;\
+                 needClientAuth=true;trustStorePath=/ca.pem"
+            );
+            let errors = parse("main", &url, &MqttConfig::default()).expect_err(&url);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("needClientAuth: requires sslEnabled=true")),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -172,6 +172,7 @@ fn plain_tcp() -> TransportInfo {
     TransportInfo {
         kind: "tcp",
         client_identity: None,
+        max_packet_size: None,
     }
 }
 
@@ -276,6 +277,10 @@ where
     let info = TransportInfo {
         kind,
         client_identity,
+        // A WebSocket message larger than this is refused by the WebSocket layer before the
+        // MQTT codec could answer 0x95: clients are told the limit instead.
+        max_packet_size: websocket
+            .then(|| u32::try_from(endpoint.ws.max_frame_size).unwrap_or(u32::MAX)),
     };
     if websocket {
         let ws = websocket::accept(stream, &endpoint.ws).await?;

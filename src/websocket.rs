@@ -1,7 +1,9 @@
 //! MQTT over WebSocket: the HTTP upgrade and a byte stream over binary frames.
 //!
-//! The handshake accepts the subprotocols `mqtt` and `mqttv3.1` and echoes the one the client
-//! offered (browsers fail the handshake otherwise), and optionally a fixed path. After it,
+//! The handshake accepts the subprotocols `mqtt` and `mqttv3.1` (in any case) and echoes the
+//! one the client offered, as it spelled it (browsers fail the handshake otherwise), and
+//! optionally a fixed path. A WebSocket connection's Maximum Packet Size is at most
+//! `max_frame_size` (see `TransportInfo::max_packet_size`). After it,
 //! `WsBytes` turns the frames into the byte stream a Connection reads: MQTT packets do not
 //! align with frames (one packet may span frames, one frame may hold several packets), so
 //! binary payloads are simply concatenated. Ping/pong are answered by tungstenite; a close
@@ -42,22 +44,24 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
 /// none is accepted without one; one that offers only others is refused.
 // The error type is tungstenite's handshake callback contract (an HTTP response).
 #[allow(clippy::result_large_err)]
-fn choose_subprotocol(request: &Request) -> Result<Option<&'static str>, ErrorResponse> {
-    let offered: Vec<String> = request
+fn choose_subprotocol(request: &Request) -> Result<Option<String>, ErrorResponse> {
+    let offered: Vec<&str> = request
         .headers()
         .get_all("Sec-WebSocket-Protocol")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_ascii_lowercase())
+        .map(str::trim)
         .collect();
     if offered.is_empty() {
         return Ok(None);
     }
+    // Matched without regard to case, answered exactly as offered (RFC 6455 §4.1: the
+    // client fails a handshake whose subprotocol is not one it sent).
     SUBPROTOCOLS
         .iter()
-        .find(|ours| offered.iter().any(|o| o == *ours))
-        .map(|p| Some(*p))
+        .find_map(|ours| offered.iter().find(|o| o.eq_ignore_ascii_case(ours)))
+        .map(|p| Some((*p).to_owned()))
         .ok_or_else(|| {
             refuse(
                 StatusCode::BAD_REQUEST,
@@ -84,9 +88,12 @@ where
             }
         }
         if let Some(protocol) = choose_subprotocol(request)? {
-            response
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
+            // Offered in a header value, so it is one.
+            if let Ok(value) = HeaderValue::from_str(&protocol) {
+                response
+                    .headers_mut()
+                    .insert("Sec-WebSocket-Protocol", value);
+            }
         }
         Ok(response)
     };

@@ -279,6 +279,63 @@ async fn websocket_subprotocols_are_negotiated() {
     assert!(refused.is_err(), "only foreign subprotocols: refused");
 }
 
+/// RFC 6455 §4.1: the client fails a handshake whose subprotocol is not one it offered, so
+/// the subprotocol is matched without regard to case and echoed as the client spelled it.
+#[tokio::test]
+async fn a_subprotocol_is_echoed_as_the_client_spelled_it() {
+    let broker = TestBroker::default_broker();
+    let (mut ws, chosen) = WsRaw::open(tcp(&broker).await, "/", Some("MQTT"))
+        .await
+        .expect("upgrade");
+    assert_eq!(chosen.as_deref(), Some("MQTT"));
+    ws.connect("shouty").await;
+}
+
+/// A WebSocket message larger than `[websocket] max_frame_size` cannot arrive, so a WebSocket
+/// connection's Maximum Packet Size is at most that, and its CONNACK says so (TCP connections
+/// keep the acceptor's). A packet over it that does arrive, in frames each under the limit,
+/// gets DISCONNECT 0x95 like on TCP.
+#[tokio::test]
+async fn a_websocket_connack_announces_the_frame_limit_as_maximum_packet_size() {
+    let broker = TestBroker::start("", "[websocket]\nmax_frame_size = 65536");
+    let (mut ws, _) = WsRaw::open(tcp(&broker).await, "/", Some("mqtt"))
+        .await
+        .expect("upgrade");
+    ws.send_packet(&connect_packet(Protocol::V5, "framed"))
+        .await;
+    match ws.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(
+            ack.properties.and_then(|p| p.maximum_packet_size),
+            Some(65536)
+        ),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let (_, ack) = common::raw::Raw::connected(broker.addr, Protocol::V5, "plain").await;
+    assert_eq!(
+        ack.properties.and_then(|p| p.maximum_packet_size),
+        Some(268_435_455)
+    );
+
+    let mut big = BytesMut::new();
+    let publish = Packet::Publish(starling_proto::Publish {
+        dup: false,
+        qos: starling_proto::QoS::AtMostOnce,
+        retain: false,
+        topic: starling_proto::TopicName::new("big").expect("topic"),
+        packet_id: None,
+        properties: None,
+        payload: vec![0u8; 70_000].into(),
+    });
+    encode(&publish, Protocol::V5, &mut big).expect("encode");
+    let (head, tail) = big.split_at(40_000);
+    ws.send_frame(head.to_vec()).await;
+    ws.send_frame(tail.to_vec()).await;
+    match ws.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::PACKET_TOO_LARGE),
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+}
+
 /// `[websocket] path` restricts the upgrade to one path.
 #[tokio::test]
 async fn a_configured_websocket_path_is_enforced() {

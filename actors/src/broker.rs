@@ -41,6 +41,9 @@ pub struct TransportInfo {
     pub kind: &'static str,
     /// The subject common name of the client's TLS certificate, when it presented one.
     pub client_identity: Option<String>,
+    /// The largest packet the transport itself can carry (WebSocket: its largest message):
+    /// the connection's Maximum Packet Size is at most this, and CONNACK says so.
+    pub max_packet_size: Option<u32>,
 }
 
 /// The broker's access control.

@@ -321,7 +321,8 @@ impl Connection {
         Properties {
             receive_maximum: config.receive_maximum,
             topic_alias_maximum: config.topic_alias_maximum.filter(|&max| max > 0),
-            maximum_packet_size: config.maximum_packet_size,
+            // The acceptor's, or less where the transport carries less (WebSocket).
+            maximum_packet_size: self.limits.max_packet_size,
             server_keep_alive: keep_alive_changed.then_some(self.keep_alive),
             assigned_client_identifier: if assigned {
                 self.client_id.as_deref().map(str::to_owned)

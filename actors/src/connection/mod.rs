@@ -201,7 +201,10 @@ impl Connection {
         }
         let limits = Limits {
             protocol: Protocol::V311,
-            max_packet_size: config.maximum_packet_size,
+            max_packet_size: match (config.maximum_packet_size, transport.max_packet_size) {
+                (Some(ours), Some(carried)) => Some(ours.min(carried)),
+                (ours, carried) => ours.or(carried),
+            },
         };
         Connection {
             id,
