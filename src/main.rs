@@ -2,8 +2,8 @@
 //!
 //! Exit codes: 0 after a graceful shutdown (or a valid `--check-config`), 1 when the broker
 //! cannot start (an address in use, an unreadable store, ...), 2 when the settings are
-//! invalid, 3 when actors kept failing past the supervisor's restart budget (the service
-//! manager should start the broker afresh).
+//! invalid, 3 when actors kept failing past the supervisor's restart budget or the store
+//! failed to commit (the service manager should start the broker afresh).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -195,6 +195,31 @@ async fn past_the_restart_budget_the_broker_gives_up() {
     assert!(why.contains("3 restarts within 60 s"), "{why}");
 }
 
+/// A store whose commit failed takes no more writes, so the broker cannot keep what it would
+/// acknowledge: it gives up (the daemon exits with code 3, and its restart recovers the last
+/// good commit) instead of acknowledging on, and what still needs the store is refused, here
+/// a persistent subscription in its SUBACK.
+#[tokio::test]
+async fn a_failed_store_commit_makes_the_broker_give_up() {
+    let broker = TestBroker::start_captured("", FAULTS_ON);
+    let handle = broker.server.as_ref().expect("running").broker().clone();
+    inject(&broker, FaultTarget::Store, InjectFault::Fail).await;
+    let why = tokio::time::timeout(WAIT, handle.failed())
+        .await
+        .expect("the broker gives up");
+    assert!(why.contains("store commit failed"), "{why}");
+    let logs = broker.logs.as_ref().expect("captured");
+    logs.wait_for("the store's failure logged", |r| {
+        r["msg"] == "store commit failed; the broker stops" && r["level"] == "CRIT"
+    })
+    .await;
+    let (mut sub, _) = persistent(&broker, "too-late").await;
+    assert_eq!(
+        sub.subscribe("x", QoS::AtLeastOnce).await,
+        vec![ReasonCode::UNSPECIFIED_ERROR]
+    );
+}
+
 /// Fault injection is off by default: nothing can be made to fail.
 #[tokio::test]
 async fn fault_injection_is_refused_when_off() {

@@ -80,7 +80,8 @@ pub struct BrokerContext {
     pub metrics: Arc<Metrics>,
     /// `[supervisor] fault_injection`.
     fault_injection: bool,
-    /// Becomes `Some(why)` when the supervisor gives up.
+    /// Becomes `Some(why)` when the broker gives up (the supervisor's restart budget is
+    /// spent, or the store failed).
     failed: watch::Receiver<Option<String>>,
     next_conn_id: AtomicU64,
     /// The root logger.
@@ -109,6 +110,8 @@ pub enum FaultTarget {
     Registry,
     /// The Session of this client id.
     Session(String),
+    /// The durable store: its next commit fails.
+    Store,
 }
 
 impl BrokerHandle {
@@ -126,6 +129,13 @@ impl BrokerHandle {
             FaultTarget::Shard(i) => router.shard(i).ok_or("no such shard")?.do_send(fault),
             FaultTarget::RetainStore => router.retain_store().do_send(fault),
             FaultTarget::Registry => self.0.registry.do_send(fault),
+            FaultTarget::Store => self
+                .0
+                .sessions
+                .store
+                .as_ref()
+                .ok_or("persistence is off")?
+                .send(crate::store::Op::FailCommit),
             FaultTarget::Session(client_id) => {
                 let found = self
                     .0
@@ -198,16 +208,18 @@ impl Broker {
         workers: &[ArbiterHandle],
         log: &Logger,
     ) -> Result<Broker, StoreError> {
+        // Why the broker gave up: too many actor failures, or a store that failed.
+        let failed_tx = Arc::new(watch::channel(None).0);
+        let failed = failed_tx.subscribe();
         let (store, recovered) = match &config.persistence {
             Some(persistence) => {
-                let (store, recovered) = Store::open(persistence, log)?;
+                let (store, recovered) = Store::open(persistence, Arc::clone(&failed_tx), log)?;
                 (Some(store), recovered)
             }
             None => (None, Recovered::default()),
         };
         let metrics = Metrics::new(workers.len());
-        let supervisor = Supervisor::new(config.supervision, Arc::clone(&metrics), log);
-        let failed = supervisor.failed();
+        let supervisor = Supervisor::new(config.supervision, Arc::clone(&metrics), failed_tx, log);
         let supervision = Supervision::new(supervisor.start());
         // Every session, by client id: the shards ask them for their subscriptions when
         // rebuilt, connections open them, the Registry fills it from the store.

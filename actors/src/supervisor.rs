@@ -68,26 +68,27 @@ pub struct Supervisor {
     metrics: Arc<Metrics>,
     recent: VecDeque<Instant>,
     total: u64,
-    failed: watch::Sender<Option<String>>,
+    failed: Arc<watch::Sender<Option<String>>>,
     log: Logger,
 }
 
 impl Supervisor {
-    /// A supervisor with this budget.
-    pub fn new(config: SupervisionConfig, metrics: Arc<Metrics>, log: &Logger) -> Supervisor {
+    /// A supervisor with this budget, saying on `failed` when it gives up (the broker's one
+    /// channel for that: the store reports there too).
+    pub fn new(
+        config: SupervisionConfig,
+        metrics: Arc<Metrics>,
+        failed: Arc<watch::Sender<Option<String>>>,
+        log: &Logger,
+    ) -> Supervisor {
         Supervisor {
             config,
             metrics,
             recent: VecDeque::new(),
             total: 0,
-            failed: watch::channel(None).0,
+            failed,
             log: log.new(o!("actor" => "supervisor")),
         }
-    }
-
-    /// Becomes `Some(why)` when the restart budget is exceeded.
-    pub fn failed(&self) -> watch::Receiver<Option<String>> {
-        self.failed.subscribe()
     }
 }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use slog::Logger;
 use starling_proto::{PacketId, SubscriptionOptions, TopicFilter};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::msg::{Message, Will};
 pub use records::{
@@ -94,6 +94,8 @@ pub type Completion = oneshot::Receiver<Result<(), StoreError>>;
 /// One change to the store, applied in the order sent.
 #[derive(Debug)]
 pub enum Op {
+    /// Makes the commit it is in fail (tests: `[supervisor] fault_injection`).
+    FailCommit,
     /// Creates or replaces a session's own record.
     PutSession {
         /// Client id.
@@ -256,15 +258,19 @@ const CHANNEL_BOUND: usize = 1 << 16;
 
 impl Store {
     /// Opens (or creates) the store, removes what expired while the broker was down, reads
-    /// everything back, and starts the writer thread.
+    /// everything back, and starts the writer thread. A commit that fails (a full disk, an
+    /// I/O error) leaves the file unwritable until it is reopened, so the writer then says why
+    /// on `failed` and the broker gives up (the daemon exits with code 3, and its restart
+    /// recovers the last good commit); nothing uncommitted was acknowledged.
     pub fn open(
         config: &PersistenceConfig,
+        failed: Arc<watch::Sender<Option<String>>>,
         log: &Logger,
     ) -> Result<(Store, Recovered), StoreError> {
         let (db, path, recovered, refcounts, next_msg_id) = writer::open(config, log)?;
         let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
         let path: Arc<Path> = path.into();
-        writer::spawn(db, rx, refcounts, config, Arc::clone(&path), log)?;
+        writer::spawn(db, rx, refcounts, config, Arc::clone(&path), failed, log)?;
         Ok((
             Store {
                 tx,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
-use slog::{error, info, o, warn, Logger};
+use slog::{crit, info, o, warn, Logger};
 use starling_proto::{PacketId, TopicFilter};
 
 use super::records::{decode_message, decode_subscription, now_unix_ms, Corrupt};
@@ -276,9 +276,11 @@ pub(super) fn spawn(
     refcounts: Refcounts,
     config: &PersistenceConfig,
     path: Arc<std::path::Path>,
+    failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
     log: &Logger,
 ) -> Result<(), StoreError> {
     let mut writer = Writer {
+        failed,
         db: Some(db),
         refcounts,
         sync: config.sync,
@@ -296,6 +298,8 @@ pub(super) fn spawn(
 }
 
 struct Writer {
+    /// Where a failed commit is reported (the broker gives up on it).
+    failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
     db: Option<Database>,
     refcounts: Refcounts,
     sync: SyncMode,
@@ -376,7 +380,16 @@ impl Writer {
     /// the others as the commit went.
     fn commit(&mut self, ops: Vec<(Op, Option<Done>)>, durable: bool) {
         let (ops, waiting): (Vec<Op>, Vec<Option<Done>>) = ops.into_iter().unzip();
-        let (result, failed) = match self.transaction(ops, durable) {
+        let injected = ops.iter().any(|op| matches!(op, Op::FailCommit));
+        let outcome = if injected {
+            Err(StoreError::Io {
+                path: self.path.display().to_string(),
+                detail: "injected commit failure".to_owned(),
+            })
+        } else {
+            self.transaction(ops, durable)
+        };
+        let (result, failed) = match outcome {
             Ok(failed) => (Ok(()), failed),
             Err(e) => (Err(e), Vec::new()),
         };
@@ -386,7 +399,17 @@ impl Writer {
                 self.dirty = false;
             }
             Ok(()) => self.dirty = true,
-            Err(e) => error!(self.log, "store commit failed"; "error" => %e),
+            Err(e) => {
+                // The file takes no more writes until it is reopened (redb drops its
+                // allocator state on a failed commit), and the broker must not go on
+                // acknowledging what it can no longer keep: it gives up, and a restart
+                // recovers the last good commit.
+                if self.db.take().is_some() {
+                    crit!(self.log, "store commit failed; the broker stops"; "error" => %e);
+                    self.failed
+                        .send_replace(Some(format!("store commit failed: {e}")));
+                }
+            }
         }
         let mut failed = failed.into_iter().peekable();
         for (i, done) in waiting.into_iter().enumerate() {
@@ -652,6 +675,8 @@ impl<'t> Tables<'t> {
         replies: &mut Vec<Reply>,
     ) -> Result<(), redb::Error> {
         match op {
+            // Handled by `commit` before any transaction starts.
+            Op::FailCommit => {}
             Op::PutSession { client, record } => {
                 self.sessions.insert(&*client, record.as_ref())?;
             }
