@@ -130,14 +130,16 @@ impl Session {
     /// Queues a delivery (or drops it, as the queue's policy or the client's Maximum Packet
     /// Size say), without sending anything yet.
     fn enqueue(&mut self, delivery: Delivery<Routed>, bounded: bool) {
-        let too_large = self.link.as_ref().is_some_and(|link| {
-            too_large_for(
-                &delivery,
-                link.protocol,
-                self.max_packet_size,
-                Instant::now(),
-            )
-        });
+        // (Most clients announce no maximum: no clock read for them.)
+        let too_large = self.max_packet_size.is_some()
+            && self.link.as_ref().is_some_and(|link| {
+                too_large_for(
+                    &delivery,
+                    link.protocol,
+                    self.max_packet_size,
+                    Instant::now(),
+                )
+            });
         if too_large {
             self.dropped_too_large += 1;
             self.release_stored(&delivery.msg);
