@@ -164,7 +164,7 @@ fn serve(
             let signal = tokio::select! {
                 signal = signals.next() => signal,
                 why = broker.failed() => {
-                    slog::crit!(log, "stopping: the supervisor gave up"; "why" => why);
+                    slog::crit!(log, "stopping: the broker gave up"; "why" => why);
                     return true;
                 }
             };

@@ -220,6 +220,32 @@ async fn a_failed_store_commit_makes_the_broker_give_up() {
     );
 }
 
+/// PUBCOMP frees a packet id only once its release is on disk; when the store cannot record
+/// it, the client gets no PUBCOMP but a DISCONNECT, and resends its PUBREL on reconnecting
+/// (here the store has failed before the PUBREL comes).
+#[tokio::test]
+async fn no_pubcomp_goes_out_for_a_release_the_store_did_not_record() {
+    let broker = TestBroker::start_captured("", FAULTS_ON);
+    let handle = broker.server.as_ref().expect("running").broker().clone();
+    let (mut publisher, _) = persistent(&broker, "releaser").await;
+    publisher
+        .send_packet(&publish("r", QoS::ExactlyOnce, Some(3), "x"))
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
+    inject(&broker, FaultTarget::Store, InjectFault::Fail).await;
+    tokio::time::timeout(WAIT, handle.failed())
+        .await
+        .expect("the broker gives up");
+    publisher
+        .send_packet(&Packet::PubRel(starling_proto::PubResponse::success(
+            common::raw::pid(3),
+        )))
+        .await;
+    publisher
+        .expect_disconnect(ReasonCode::UNSPECIFIED_ERROR)
+        .await;
+}
+
 /// Fault injection is off by default: nothing can be made to fail.
 #[tokio::test]
 async fn fault_injection_is_refused_when_off() {

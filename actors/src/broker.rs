@@ -151,7 +151,8 @@ impl BrokerHandle {
         Ok(())
     }
 
-    /// Resolves with the reason once the supervisor has given up (too many restarts).
+    /// Resolves with the reason once the broker has given up: the supervisor's restart budget
+    /// is spent, or the store failed to commit.
     pub async fn failed(&self) -> String {
         let mut failed = self.0.failed.clone();
         loop {

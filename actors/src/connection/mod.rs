@@ -261,11 +261,12 @@ impl Connection {
     /// the weight the session gave it (before the alias shortened it).
     fn send_delivery(&mut self, mut packet: Packet) {
         let weight = outbound_weight(&packet);
-        // A new alias adds three bytes; the session checked the packet without one against
-        // the client's Maximum Packet Size, so a packet that close to it goes unaliased.
+        // A new alias adds three bytes, and up to two more where a length prefix grows; the
+        // session checked the packet without one against the client's Maximum Packet Size,
+        // so a packet that close to it goes unaliased.
         let alias_fits = |packet: &Packet| {
             self.client_max_packet_size.is_none_or(|max| {
-                encoded_len(packet, self.protocol()).is_ok_and(|len| len + 3 <= max.get() as usize)
+                encoded_len(packet, self.protocol()).is_ok_and(|len| len + 5 <= max.get() as usize)
             })
         };
         if self.outbound_aliases.get().is_some() && alias_fits(&packet) {

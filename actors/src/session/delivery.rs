@@ -524,18 +524,16 @@ impl Handler<InboundPubRel> for Session {
         if !known && v5 {
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
-        let store = self
-            .shared
-            .store
-            .as_ref()
-            .filter(|_| known && self.is_durable());
+        let store = self.shared.store.as_ref().filter(|_| self.is_durable());
         let Some(store) = store else {
             self.send_control(Packet::PubComp(comp));
             return;
         };
         // PUBCOMP frees the packet id for the client to reuse, so the id's release must be
         // durable first: found "awaiting PUBREL" after a crash, a new message under the reused
-        // id would be taken for a resend and never routed.
+        // id would be taken for a resend and never routed. Also for an id no longer known
+        // here: its release may be the one still on its way to the disk (the client resent
+        // PUBREL on a new connection before the first PUBCOMP went out).
         let released = store.send_confirmed(crate::store::Op::DeleteInbound {
             client: Arc::clone(&self.inbox.client_id),
             packet_id: msg.packet_id.get(),
@@ -543,8 +541,17 @@ impl Handler<InboundPubRel> for Session {
         let conn_id = msg.conn_id;
         ctx.spawn(released.into_actor(self).map(move |result, act, _| {
             if !matches!(result, Ok(Ok(()))) {
-                warn!(act.log(), "inbound QoS 2 id not released in the store";
+                // Not released on disk: the id stays pending here too, and the client, cut
+                // off without PUBCOMP, resends PUBREL when it reconnects.
+                warn!(act.log(), "inbound QoS 2 id not released in the store; disconnecting";
                     "packet_id" => comp.packet_id.get());
+                if known {
+                    act.inbound_qos2.get_or_default().insert(comp.packet_id);
+                }
+                if let Some(link) = act.link.as_ref().filter(|l| l.conn_id == conn_id) {
+                    link.addr.do_send(Kick(ReasonCode::UNSPECIFIED_ERROR));
+                }
+                return;
             }
             if act.is_current(conn_id) {
                 act.send_control(Packet::PubComp(comp));

@@ -364,8 +364,9 @@ impl Session {
 
     /// The connection ended abnormally: the will goes out after its delay
     /// ([MQTT-3.1.3-9]: unless a new connection comes first, or the session ends first). The
-    /// delay counts from when the client went (for a session rebuilt after a restart, the
-    /// broker's downtime is part of it).
+    /// delay counts from when the client went: for a session rebuilt after a restart whose
+    /// client had gone before the broker stopped, the downtime is part of it; a client still
+    /// connected when the broker stopped counts as gone from the restart.
     fn trigger_will(&mut self, ctx: &mut Context<Self>) {
         let Some(will) = &self.will else { return };
         let gone_for = self

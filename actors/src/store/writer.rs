@@ -404,6 +404,8 @@ impl Writer {
                 // allocator state on a failed commit), and the broker must not go on
                 // acknowledging what it can no longer keep: it gives up, and a restart
                 // recovers the last good commit.
+                // Nothing more will reach the disk: no checkpoint is due any more either.
+                self.dirty = false;
                 if self.db.take().is_some() {
                     crit!(self.log, "store commit failed; the broker stops"; "error" => %e);
                     self.failed
