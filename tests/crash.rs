@@ -265,14 +265,14 @@ async fn a_connected_clients_session_survives_a_crash_long_after_it_connected() 
     let settings = settings(dir.path());
     let (child, addr) = spawn_daemon(&settings);
     let mut daemon = Daemon(child);
-    let lasting = |protocol_will: bool| {
+    let lasting = |with_will: bool| {
         connect_with(Protocol::V5, "lasting", move |c| {
             c.clean_start = false;
             c.properties = Some(Box::new(Properties {
                 session_expiry_interval: Some(2),
                 ..Properties::default()
             }));
-            if protocol_will {
+            if with_will {
                 c.will = Some(starling_proto::LastWill {
                     topic: starling_proto::TopicName::new("gone/lasting").expect("topic"),
                     payload: bytes::Bytes::from_static(b"crashed"),

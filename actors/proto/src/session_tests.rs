@@ -145,17 +145,12 @@ fn held_back_messages_leave_with_their_acknowledgement_or_hand_over() {
     let now = Instant::now();
     let mut out = Outbound::new(QueueLimits::default(), 10);
     for n in 0..4 {
-        out.push(
-            d(
-                n,
-                if n == 3 {
-                    QoS::ExactlyOnce
-                } else {
-                    QoS::AtLeastOnce
-                },
-            ),
-            true,
-        );
+        let qos = if n == 3 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        out.push(d(n, qos), true);
         out.next_send(now);
     }
     out.set_window(1);

@@ -364,10 +364,7 @@ impl Connection {
         let Some(max) = self.client_max_packet_size else {
             return;
         };
-        let mut encoded = BytesMut::new();
-        if encode(packet, self.protocol(), &mut encoded).is_ok()
-            && encoded.len() <= max.get() as usize
-        {
+        if encoded_len(packet, self.protocol()).is_ok_and(|len| len <= max.get() as usize) {
             return;
         }
         if let Packet::ConnAck(starling_proto::ConnAck { properties, .. })

@@ -127,25 +127,9 @@ impl Session {
         self.pump();
     }
 
-    /// Queues a delivery (or drops it, as the queue's policy or the client's Maximum Packet
-    /// Size say), without sending anything yet.
+    /// Queues a delivery (or drops it, as the queue's policy says), without sending anything
+    /// yet. The client's Maximum Packet Size is checked as it goes out (`unless_too_large`).
     fn enqueue(&mut self, delivery: Delivery<Routed>, bounded: bool) {
-        // (Most clients announce no maximum: no clock read for them.)
-        let too_large = self.max_packet_size.is_some()
-            && self.link.as_ref().is_some_and(|link| {
-                too_large_for(
-                    &delivery,
-                    link.protocol,
-                    self.max_packet_size,
-                    Instant::now(),
-                )
-            });
-        if too_large {
-            self.dropped_too_large += 1;
-            self.release_stored(&delivery.msg);
-            self.note_drop();
-            return;
-        }
         let online = self.link.is_some();
         let stored = delivery.msg.stored.map(|_| delivery.msg.clone());
         let queued = if bounded {
@@ -181,12 +165,13 @@ impl Session {
         if !too_large_for(delivery, protocol, self.max_packet_size, now) {
             return Some(send);
         }
-        let discarded = match packet_id {
-            Some(id) => self.out.discard(*id).ok(),
-            None => Some(delivery.clone()),
-        };
-        if let Some(discarded) = discarded {
-            self.release_stored(&discarded.msg);
+        match packet_id {
+            Some(id) => {
+                if let Ok(discarded) = self.out.discard(*id) {
+                    self.release_stored(&discarded.msg);
+                }
+            }
+            None => self.release_stored(&delivery.msg),
         }
         self.dropped_too_large += 1;
         self.note_drop();

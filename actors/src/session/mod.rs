@@ -418,10 +418,13 @@ impl Handler<Attach> for Session {
         // that ends before the delay publishes the will then ([MQTT-3.1.2-8]).
         if let Some(timer) = self.will_timer.take() {
             ctx.cancel_future(timer);
-            if params.clean_start {
-                self.publish_will();
-            } else {
-                self.will = None;
+            // (Published without persisting: the clean start removes the stored session.)
+            match self.will.take() {
+                Some(will) if params.clean_start => {
+                    let principal = Arc::clone(&self.principal);
+                    self.publish_will_as(*will, &principal);
+                }
+                _ => {}
             }
         }
         // A session that expires on disconnect ends with the connection it is taken from: its

@@ -403,8 +403,7 @@ impl Writer {
                 // The file takes no more writes until it is reopened (redb drops its
                 // allocator state on a failed commit), and the broker must not go on
                 // acknowledging what it can no longer keep: it gives up, and a restart
-                // recovers the last good commit.
-                // Nothing more will reach the disk: no checkpoint is due any more either.
+                // recovers the last good commit. No checkpoint is due any more either.
                 self.dirty = false;
                 if self.db.take().is_some() {
                     crit!(self.log, "store commit failed; the broker stops"; "error" => %e);
