@@ -23,7 +23,8 @@
 //!   `Router` that picks a shard.
 //! - [`store`]: the durable store (redb behind one group-committing writer thread): persistent
 //!   sessions, subscriptions, queued and in-flight messages, inbound QoS 2 ids, retained
-//!   messages; recovery at start-up.
+//!   messages; recovery at start-up (with the wills of sessions that expired meanwhile); a
+//!   failed commit makes the broker give up.
 //! - [`supervisor`]: restarts failed actors in place with their state; the restart budget;
 //!   test-only fault injection.
 //! - [`msg`]: every message exchanged between actors: the contract.
