@@ -11,7 +11,7 @@
 //!
 //! The [`Supervisor`] actor is told of every restart: it logs it (actor, cause, restart
 //! count), counts it in the `restarts` metric, and when more than `max_restarts` happen within
-//! `restart_window` it reports the broker as failed ([`Supervisor::failed`]): the daemon then
+//! `restart_window` it reports the broker as failed (`BrokerHandle::failed`): the daemon then
 //! exits with code 3 so that the service manager starts it afresh.
 //!
 //! Connections are not supervised: a failed connection is a closed socket, and the client
