@@ -234,15 +234,37 @@ async fn a_small_server_keep_alive_is_announced_and_enforced() {
 
 // defaultMqttSessionExpiryInterval
 
-/// The seed: -1 (default) never expires MQTT 5 sessions whose client sends no expiry.
+/// [MQTT-3.1.2-23] An MQTT 5 CONNECT without a Session Expiry Interval means 0: the session
+/// ends when the network connection closes, whatever `defaultMqttSessionExpiryInterval` says.
+/// The seed's default applies to sessions that "do not pass their own session expiry
+/// interval"; Artemis' implementation reads an MQTT 5 CONNECT without the property as passing
+/// 0, and so do we (the specification leaves no other reading for MQTT 5).
 #[tokio::test]
-async fn default_session_expiry_minus_one_keeps_v5_sessions_without_an_interval() {
-    let broker = TestBroker::default_broker();
-    let connect = connect_with(Protocol::V5, "kept", |c| c.clean_start = false);
-    let (raw, _) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+async fn a_v5_session_without_an_interval_ends_with_its_connection_whatever_the_default() {
+    for params in ["", ";defaultMqttSessionExpiryInterval=60"] {
+        let broker = TestBroker::start(params, "");
+        let connect = connect_with(Protocol::V5, "fleeting", |c| c.clean_start = false);
+        let (mut raw, _) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+        raw.subscribe("f", QoS::AtLeastOnce).await;
+        drop(raw);
+        assert!(
+            !broker.wait_offline("fleeting").await,
+            "{params:?}: the session outlived its connection"
+        );
+        let (_raw, ack) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+        assert!(!ack.session_present, "{params:?}");
+    }
+}
+
+/// The seed: `defaultMqttSessionExpiryInterval` (here 60 s) keeps MQTT 3.x persistent sessions.
+#[tokio::test]
+async fn default_session_expiry_keeps_v3_persistent_sessions() {
+    let broker = TestBroker::start(";defaultMqttSessionExpiryInterval=60", "");
+    let connect = connect_with(Protocol::V311, "kept", |c| c.clean_start = false);
+    let (raw, _) = Raw::connect(broker.addr, Protocol::V311, &connect).await;
     drop(raw);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_raw, ack) = Raw::connect(broker.addr, Protocol::V5, &connect).await;
+    assert!(broker.wait_offline("kept").await);
+    let (_raw, ack) = Raw::connect(broker.addr, Protocol::V311, &connect).await;
     assert!(ack.session_present);
 }
 

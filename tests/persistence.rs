@@ -363,3 +363,59 @@ async fn a_will_delay_counts_the_time_the_broker_was_down() {
         "published {waited:?} after the restart; about 1 s of its delay was left"
     );
 }
+
+/// Upgrading a store written before an MQTT 5 CONNECT without a Session Expiry Interval meant
+/// 0 ([MQTT-3.1.2-23]): its session records (format 1) that never expire may be sessions that
+/// bug kept. They are kept for a day from the upgrade (an MQTT 3.x client that comes back in
+/// that time keeps its session; its CONNECT then sets the expiry anew) and no longer: the
+/// upgraded record has an expiry of a day, counted from the upgrade, and is written back.
+#[tokio::test]
+async fn sessions_stored_without_expiry_by_an_earlier_version_are_bounded_at_upgrade() {
+    use starling_actors::store::{
+        now_unix_ms, Op, PersistenceConfig, Store, SyncMode, LEGACY_SESSION_GRACE_SECS,
+    };
+    use std::sync::Arc;
+
+    let mut broker = TestBroker::default_broker();
+    broker.stop();
+    let config = PersistenceConfig {
+        dir: broker.data_dir.path().to_owned(),
+        sync: SyncMode::Always,
+        sync_interval: Duration::from_millis(100),
+    };
+    let open = || {
+        let failed = Arc::new(tokio::sync::watch::channel(None).0);
+        Store::open(&config, failed, &test_logger()).expect("store opens")
+    };
+    // A format-1 record: version byte 1, no expiry, offline for a week, no user, no will.
+    let week_ago = now_unix_ms() - 7 * 86_400_000;
+    let mut v1 = vec![1u8, 0];
+    v1.extend_from_slice(&week_ago.to_be_bytes());
+    v1.extend_from_slice(&[0, 0]);
+    let (store, _) = open();
+    let put = store.send_confirmed(Op::PutSession {
+        client: Arc::from("legacy"),
+        record: v1.into(),
+    });
+    put.await.expect("answered").expect("stored");
+    store.close().await;
+
+    let before = now_unix_ms();
+    let (store, recovered) = open();
+    let session = &recovered.sessions[0];
+    assert_eq!(&*session.client_id, "legacy");
+    assert_eq!(session.record.expiry, Some(LEGACY_SESSION_GRACE_SECS));
+    let since = session.record.offline_since.expect("offline");
+    assert!(since >= before, "the grace counts from the upgrade");
+    store.close().await;
+    // Written back in the current format: read again, the grace is not restarted.
+    let (store, recovered) = open();
+    assert_eq!(recovered.sessions[0].record.offline_since, Some(since));
+    store.close().await;
+
+    // Within the grace its client still finds it.
+    broker.restart();
+    let connect = common::raw::connect_with(Protocol::V311, "legacy", |c| c.clean_start = false);
+    let (_raw, ack) = Raw::connect(broker.addr, Protocol::V311, &connect).await;
+    assert!(ack.session_present);
+}

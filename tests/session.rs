@@ -83,6 +83,31 @@ async fn default_session_expiry_applies_to_v3_persistent_sessions() {
     assert!(!ack.session_present, "expired after a second offline");
 }
 
+/// A session whose expiry interval has passed no longer exists ([MQTT-3.1.2-23]: "the Server
+/// MUST store the Session State after the Network Connection is closed [only] if the Session
+/// Expiry Interval is greater than 0", for that long): a CONNECT after it gets session present
+/// 0, even when `mqtt_session_scan_interval` (a minute here) has not fired yet. The scan only
+/// frees memory.
+#[tokio::test]
+async fn an_expired_session_is_not_resumed_before_the_scan_runs() {
+    let broker = TestBroker::start("", "mqtt_session_scan_interval = 60000");
+    let (mut raw, _) = Raw::persistent(broker.addr, "lapsed", 1).await;
+    raw.subscribe("lapsed/t", QoS::AtLeastOnce).await;
+    drop(raw);
+    assert!(broker.wait_offline("lapsed").await);
+    // Measures the expiry, nothing else: 2 s offline against an interval of 1 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut raw, present) = Raw::persistent(broker.addr, "lapsed", 1).await;
+    assert!(!present, "an expired session was resumed");
+    // Nor its subscription: a message on its topic is not delivered.
+    let (mut publisher, _) = Raw::connected(broker.addr, Protocol::V311, "lapsed-pub").await;
+    publisher
+        .send_packet(&publish("lapsed/t", QoS::AtLeastOnce, Some(1), "late"))
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    raw.expect_silence(300).await;
+}
+
 /// The seed: with the default -1, MQTT 3.x persistent sessions never expire.
 #[tokio::test]
 async fn v3_persistent_sessions_do_not_expire_by_default() {

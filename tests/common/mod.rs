@@ -119,8 +119,14 @@ impl TestBroker {
         capture: bool,
     ) -> TestBroker {
         // `extra` may open its own sections; [core] keys in it come first, so it goes first.
+        // A test that sets its own scan interval keeps it.
+        let scan = if extra.contains("mqtt_session_scan_interval") {
+            ""
+        } else {
+            "mqtt_session_scan_interval = 200\n"
+        };
         let toml = format!(
-            "[core]\nworkers = 2\nmqtt_session_scan_interval = 200\n{extra}\n\n\
+            "[core]\nworkers = 2\n{scan}{extra}\n\n\
              [[acceptors]]\nname = \"test\"\nurl = \"tcp://127.0.0.1:0?protocols=MQTT{params}\"\n"
         );
         // Every broker gets its own store directory, in a layer under the test's own TOML.
@@ -178,6 +184,23 @@ impl TestBroker {
         server.broker().session_info(client_id).await
     }
 
+    /// Waits (within `WAIT`) until the broker holds `client_id`'s session with no connection
+    /// attached (`true`), or no session for it at all (`false`): the broker has seen the
+    /// client go.
+    pub async fn wait_offline(&self, client_id: &str) -> bool {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match self.session_info(client_id).await {
+                None => return false,
+                Some(info) if !info.online => return true,
+                Some(_) if std::time::Instant::now() > deadline => {
+                    panic!("{client_id}'s connection is still attached")
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -213,7 +236,7 @@ fn load_settings(
     Settings::load_with_env(&paths, None)
 }
 
-fn test_logger() -> Logger {
+pub fn test_logger() -> Logger {
     match std::env::var("STARLING_TEST_LOG") {
         Ok(level) => {
             let toml = format!("[logging]\nlevel = \"{level}\"\n");

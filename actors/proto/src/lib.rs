@@ -10,10 +10,13 @@
 //! - [`topic`]: validated `TopicName` / `TopicFilter` newtypes and matching.
 //! - [`trie`]: the subscription trie, generic over the subscriber value.
 //! - [`topic_tree`]: values by topic name (retained messages), found by filter.
+//! - [`lifecycle`]: how long a session outlives its connection, whether it has expired, and
+//!   what a reconnect does to a pending will.
 //! - [`session`]: a session's outbound state: packet ids, in-flight window, bounded queue,
 //!   acknowledgements and replay on reconnect.
 
 pub mod codec;
+pub mod lifecycle;
 pub mod packet;
 pub mod reason;
 pub mod session;

@@ -204,19 +204,12 @@ impl Connection {
             }
         }
         self.connect_session_expiry = props.and_then(|p| p.session_expiry_interval);
-        let expiry = if connect.protocol.is_v5() {
-            // The seed: the client's Session Expiry Interval when it sends one, else the
-            // acceptor's defaultMqttSessionExpiryInterval (-1: never).
-            match self.connect_session_expiry {
-                Some(u32::MAX) => None,
-                Some(seconds) => Some(seconds),
-                None => self.config.default_session_expiry,
-            }
-        } else if connect.clean_start {
-            Some(0)
-        } else {
-            self.config.default_session_expiry
-        };
+        let expiry = starling_proto::lifecycle::session_expiry(
+            connect.protocol,
+            connect.clean_start,
+            self.connect_session_expiry,
+            self.config.default_session_expiry,
+        );
 
         let client_id: Arc<str> = client_id.into();
         self.log = self.log.new(o!("client_id" => Arc::clone(&client_id)));

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{debug, info, o, Logger};
+use starling_proto::lifecycle;
 use starling_proto::session::{DropCounts, Outbound};
 use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
 
@@ -235,13 +236,13 @@ impl Session {
     }
 
     fn start_expiry_scan(&mut self, ctx: &mut Context<Self>) {
-        let Some(seconds) = self.expiry else { return };
-        let expiry = Duration::from_secs(u64::from(seconds));
+        if self.expiry.is_none() {
+            return;
+        }
+        // The scan frees what `lifecycle::session_expired` says is gone; an attach asks the
+        // same question itself, so a late scan never resumes an expired session.
         let handle = ctx.run_interval(self.shared.scan_interval, move |act, ctx| {
-            if act
-                .offline_since
-                .is_some_and(|since| since.elapsed() >= expiry)
-            {
+            if lifecycle::session_expired(act.expiry, act.offline_since, Instant::now()) {
                 act.end("expired", ctx);
                 act.report();
             }
@@ -362,22 +363,23 @@ impl Session {
         true
     }
 
-    /// The connection ended abnormally: the will goes out after its delay
-    /// ([MQTT-3.1.3-9]: unless a new connection comes first, or the session ends first). The
-    /// delay counts from when the client went: for a session rebuilt after a restart whose
-    /// client had gone before the broker stopped, the downtime is part of it; a client still
-    /// connected when the broker stopped counts as gone from the restart.
+    /// The connection ended abnormally: the will goes out after its delay, or when the session
+    /// ends if that comes first ([MQTT-3.1.2-8], `lifecycle::will_wait`), unless a new
+    /// connection comes before ([MQTT-3.1.3-9]). The wait counts from when the client went:
+    /// for a session rebuilt after a restart whose client had gone before the broker stopped,
+    /// the downtime is part of it; a client still connected when the broker stopped counts as
+    /// gone from the restart.
     fn trigger_will(&mut self, ctx: &mut Context<Self>) {
         let Some(will) = &self.will else { return };
         let gone_for = self
             .offline_since
             .map_or(Duration::ZERO, |since| since.elapsed());
-        let delay = Duration::from_secs(u64::from(will.delay)).saturating_sub(gone_for);
-        if delay.is_zero() {
+        let wait = lifecycle::will_wait(will.delay, self.expiry, gone_for);
+        if wait.is_zero() {
             self.publish_will();
             return;
         }
-        self.will_timer = Some(ctx.run_later(delay, |act, _| {
+        self.will_timer = Some(ctx.run_later(wait, |act, _| {
             act.will_timer = None;
             act.publish_will();
         }));
@@ -411,21 +413,23 @@ impl Handler<Attach> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
+        // Whether the session still exists is decided now, not by the last scan: one whose
+        // interval ran out while its client was away ended then (its will, if still
+        // pending, was due), and this CONNECT starts afresh. Ended before this attach's
+        // generation is taken, the table keeps the session for it.
+        if self.link.is_none()
+            && !self.ended
+            && lifecycle::session_expired(self.expiry, self.offline_since, Instant::now())
+        {
+            self.end("expired", ctx);
+        }
         self.generation = self.generation.max(msg.generation);
         let params = msg.params;
-        // A reconnect within the will delay cancels the will if it keeps the session (Clean
-        // Start 0, [MQTT-3.1.3-9]); one with Clean Start 1 ends the session, and a session
-        // that ends before the delay publishes the will then ([MQTT-3.1.2-8]).
+        // A will still waiting for its delay is deleted: the client is back, whatever its
+        // Clean Start ([MQTT-3.1.3-9], `lifecycle::will_at_reconnect`).
         if let Some(timer) = self.will_timer.take() {
             ctx.cancel_future(timer);
-            // (Published without persisting: the clean start removes the stored session.)
-            match self.will.take() {
-                Some(will) if params.clean_start => {
-                    let principal = Arc::clone(&self.principal);
-                    self.publish_will_as(*will, &principal);
-                }
-                _ => {}
-            }
+            self.will = None;
         }
         // A session that expires on disconnect ends with the connection it is taken from: its
         // state is never reused ([MQTT-3.1.2-6]).
@@ -438,7 +442,7 @@ impl Handler<Attach> for Session {
                 // Whether it had sent a DISCONNECT only the old connection can tell: its will
                 // waits for its word.
                 discard = self.expiry == Some(0);
-                self.hold_will_of_taken_over(old.conn_id, params.clean_start || discard, ctx);
+                self.hold_will_of_taken_over(old.conn_id, ctx);
             }
         }
         if let Some(timer) = self.expiry_timer.take() {

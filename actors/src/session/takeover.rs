@@ -2,8 +2,8 @@
 //!
 //! When a CONNECT arrives for a client id whose session is attached, the old connection is
 //! closed with Session Taken Over and, if it ended without a normal DISCONNECT, its will is
-//! published: a will without delay, or any will when the takeover ends the session
-//! ([MQTT-3.1.4-3], [MQTT-3.1.3-9], [MQTT-3.1.2-8]). Whether it ended with a DISCONNECT only the
+//! published if it has no delay; a delayed one is deleted, since the client is back before its
+//! delay ran out ([MQTT-3.1.4-3], [MQTT-3.1.3-9]). Whether it ended with a DISCONNECT only the
 //! old connection knows: a client that says goodbye and reconnects at once can have its
 //! DISCONNECT still unread on the old socket when the new CONNECT is attached (sent first is not
 //! readable first, even on loopback). So the session does not decide at takeover. It keeps the
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use starling_proto::lifecycle::{self, WillAtReconnect};
 
 use super::Session;
 use crate::msg::{ConnId, Will};
@@ -44,19 +45,12 @@ struct PendingWill {
 }
 
 impl Session {
-    /// The current connection `conn_id` is being taken over: its will (if any) waits for its
-    /// report. A will with a delay is cancelled when the session goes on, since the new
-    /// connection came before the delay ran out ([MQTT-3.1.3-9]); when the takeover ends the
-    /// session (`session_ends`: Clean Start 1, or a session that expires with its connection),
-    /// the session's end comes first and the delay no longer matters ([MQTT-3.1.2-8]).
-    pub(super) fn hold_will_of_taken_over(
-        &mut self,
-        conn_id: ConnId,
-        session_ends: bool,
-        ctx: &mut Context<Self>,
-    ) {
+    /// The current connection `conn_id` is being taken over: a will with a delay is deleted,
+    /// since the new connection came before the delay ran out, and one without waits for the
+    /// old connection's report (`lifecycle::will_at_reconnect`, [MQTT-3.1.3-9]).
+    pub(super) fn hold_will_of_taken_over(&mut self, conn_id: ConnId, ctx: &mut Context<Self>) {
         let Some(will) = self.will.take() else { return };
-        if will.delay != 0 && !session_ends {
+        if lifecycle::will_at_reconnect(will.delay) == WillAtReconnect::Discard {
             return;
         }
         let timer = ctx.run_later(REPORT_GRACE, move |act, ctx| {

@@ -36,7 +36,7 @@ use tokio::sync::{oneshot, watch};
 use crate::msg::{Message, Will};
 pub use records::{
     encode_message, instant_to_unix_ms, now_unix_ms, unix_ms_to_instant, Corrupt, EntryRecord,
-    SessionRecord,
+    SessionRecord, LEGACY_SESSION_GRACE_SECS,
 };
 
 /// When commits reach the disk.

@@ -228,6 +228,15 @@ impl EntryRecord {
     }
 }
 
+/// The session record's format. Version 1 was written before an MQTT 5 CONNECT without a
+/// Session Expiry Interval meant 0: a version-1 session that never expires may be one of the
+/// sessions that bug kept (see `SessionRecord::bound_legacy`).
+const SESSION_VERSION: u8 = 2;
+
+/// How long a version-1 session that never expires is kept after the upgrade that reads it,
+/// unless its client connects again (its CONNECT then decides anew): a day.
+pub const LEGACY_SESSION_GRACE_SECS: u32 = 86_400;
+
 /// A persistent session's own state (its subscriptions and messages are separate records).
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
@@ -245,7 +254,7 @@ impl SessionRecord {
     /// The bytes of this record.
     pub fn encode(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(64);
-        buf.put_u8(VERSION);
+        buf.put_u8(SESSION_VERSION);
         match self.expiry {
             Some(s) => {
                 buf.put_u8(1);
@@ -274,11 +283,17 @@ impl SessionRecord {
         buf.freeze()
     }
 
-    /// Reads a record written by `encode`.
-    pub fn decode(mut bytes: &[u8]) -> Result<SessionRecord, Corrupt> {
+    /// Reads a record written by `encode` (or by an earlier version).
+    pub fn decode(bytes: &[u8]) -> Result<SessionRecord, Corrupt> {
+        Self::decode_versioned(bytes).map(|(record, _)| record)
+    }
+
+    /// Reads a record and says which format it was written in.
+    pub fn decode_versioned(mut bytes: &[u8]) -> Result<(SessionRecord, u8), Corrupt> {
         let what = "session";
         let b = &mut bytes;
-        if get_u8(b, what)? != VERSION {
+        let version = get_u8(b, what)?;
+        if !(1..=SESSION_VERSION).contains(&version) {
             return Err(corrupt(what));
         }
         let expiry = match get_u8(b, what)? {
@@ -302,12 +317,30 @@ impl SessionRecord {
                 Some(Will { msg, delay })
             }
         };
-        Ok(SessionRecord {
+        let record = SessionRecord {
             expiry,
             offline_since,
             username,
             will,
-        })
+        };
+        Ok((record, version))
+    }
+
+    /// Upgrading from format 1: a session that never expires was either an MQTT 3.x
+    /// persistent session (kept by `defaultMqttSessionExpiryInterval` -1, rightly) or an MQTT 5
+    /// session whose client sent no Session Expiry Interval (which should have ended with its
+    /// connection); format 1 cannot tell them apart. Such a session is kept for
+    /// `LEGACY_SESSION_GRACE_SECS` from `now_ms`, counted as offline from then: a client that
+    /// comes back within the grace keeps its session (and its CONNECT sets the expiry anew),
+    /// and the sessions the bug left behind are gone a day after the upgrade. Says whether it
+    /// changed anything.
+    pub fn bound_legacy(&mut self, version: u8, now_ms: u64) -> bool {
+        if version >= SESSION_VERSION || self.expiry.is_some() {
+            return false;
+        }
+        self.expiry = Some(LEGACY_SESSION_GRACE_SECS);
+        self.offline_since = Some(now_ms);
+        true
     }
 }
 
@@ -430,6 +463,34 @@ mod tests {
             decode_subscription(&encode_subscription(options, Some(7))),
             Ok((options, Some(7)))
         );
+    }
+
+    /// A format-1 session that never expires (possibly kept by the MQTT 5 expiry bug) gets a
+    /// day from the upgrade; one with an expiry, or written in format 2, is left as it is.
+    #[test]
+    fn a_legacy_session_that_never_expires_is_bounded_at_upgrade() {
+        let record = |expiry| SessionRecord {
+            expiry,
+            offline_since: Some(5),
+            username: None,
+            will: None,
+        };
+        let mut v1 = record(None).encode().to_vec();
+        v1[0] = 1;
+        let (mut legacy, version) = SessionRecord::decode_versioned(&v1).expect("decodes");
+        assert_eq!(version, 1);
+        assert!(legacy.bound_legacy(version, 1_000));
+        assert_eq!(legacy.expiry, Some(LEGACY_SESSION_GRACE_SECS));
+        assert_eq!(legacy.offline_since, Some(1_000));
+
+        let mut bounded = record(Some(30));
+        assert!(!bounded.bound_legacy(1, 1_000));
+        assert_eq!(bounded.offline_since, Some(5));
+        let (mut current, version) =
+            SessionRecord::decode_versioned(&record(None).encode()).expect("decodes");
+        assert_eq!(version, SESSION_VERSION);
+        assert!(!current.bound_legacy(version, 1_000));
+        assert_eq!(current.expiry, None);
     }
 
     #[test]

@@ -128,9 +128,13 @@ fn recover(txn: &WriteTransaction) -> Result<(Recovered, Refcounts, u64), Recove
     let mut sessions: Vec<StoredSession> = Vec::new();
     let mut expired: Vec<String> = Vec::new();
     let mut expired_wills = Vec::new();
+    let mut upgraded: Vec<(String, Bytes)> = Vec::new();
     for row in sessions_table.iter()? {
         let (key, value) = row?;
-        let record = parse(SessionRecord::decode(value.value()))?;
+        let (mut record, version) = parse(SessionRecord::decode_versioned(value.value()))?;
+        if record.bound_legacy(version, now_ms) {
+            upgraded.push((key.value().to_owned(), record.encode()));
+        }
         let gone = match (record.expiry, record.offline_since) {
             (Some(secs), Some(since)) => since.saturating_add(u64::from(secs) * 1000) <= now_ms,
             _ => false,
@@ -152,6 +156,9 @@ fn recover(txn: &WriteTransaction) -> Result<(Recovered, Refcounts, u64), Recove
     }
     for client in &expired {
         sessions_table.remove(client.as_str())?;
+    }
+    for (client, record) in &upgraded {
+        sessions_table.insert(client.as_str(), &record[..])?;
     }
     let index: HashMap<Arc<str>, usize> = sessions
         .iter()
