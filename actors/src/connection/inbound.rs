@@ -76,14 +76,22 @@ impl Connection {
                     ack,
                 })
             }
-            Packet::Subscribe(packet) => attachment.session.do_send(SessionSubscribe {
-                conn_id: self.id,
-                packet,
-            }),
-            Packet::Unsubscribe(packet) => attachment.session.do_send(SessionUnsubscribe {
-                conn_id: self.id,
-                packet,
-            }),
+            // The session records the change and tells the shards; reading pauses until it
+            // answers (see `subscribe_pending`).
+            Packet::Subscribe(packet) => {
+                attachment.session.do_send(SessionSubscribe {
+                    conn_id: self.id,
+                    packet,
+                });
+                self.subscribe_pending = true;
+            }
+            Packet::Unsubscribe(packet) => {
+                attachment.session.do_send(SessionUnsubscribe {
+                    conn_id: self.id,
+                    packet,
+                });
+                self.subscribe_pending = true;
+            }
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(disconnect) => {
                 let expiry = disconnect

@@ -56,10 +56,14 @@ impl Connection {
     fn reading(&self) -> bool {
         match self.state {
             // A taken-over connection still routes what it reads (see `on_packet`).
-            State::AwaitingConnect
-            | State::Authenticating
-            | State::Connected
-            | State::TakenOver => self.routes_pending < super::ROUTE_WINDOW,
+            // Packets of one connection take effect in the order they were read: after a
+            // SUBSCRIBE or UNSUBSCRIBE, reading waits for its acknowledgement.
+            State::Connected => {
+                self.routes_pending < super::ROUTE_WINDOW && !self.subscribe_pending
+            }
+            State::AwaitingConnect | State::Authenticating | State::TakenOver => {
+                self.routes_pending < super::ROUTE_WINDOW
+            }
             State::Connecting | State::Closing => false,
         }
     }

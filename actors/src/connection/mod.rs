@@ -43,7 +43,7 @@ use crate::rare::Rare;
 use crate::security::Principal;
 
 /// Most publishes one connection may have in routing at once (see `routes_pending`).
-const ROUTE_WINDOW: usize = 64;
+const ROUTE_WINDOW: u32 = 64;
 
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -138,7 +138,7 @@ pub struct Connection {
     /// Publishes handed to a shard whose route is not yet confirmed: past `ROUTE_WINDOW` the
     /// connection stops reading, so a fast publisher is slowed by TCP instead of growing the
     /// shards' mailboxes.
-    routes_pending: usize,
+    routes_pending: u32,
     /// Publishes whose route this actor holds until the shard confirms it (QoS 0 and 1): a
     /// closing connection waits for them, since a route that met a full shard mailbox is only
     /// sent when polled. (QoS 2 ones are the session's once handed over.)
@@ -155,6 +155,10 @@ pub struct Connection {
     pending: Vec<Packet>,
     /// The client said goodbye properly (or the broker is shutting down): no will.
     clean_disconnect: bool,
+    /// A SUBSCRIBE or UNSUBSCRIBE is with the session: nothing more is read until its SUBACK
+    /// or UNSUBACK comes back, by which time the shards have the change, so the packets the
+    /// client sent after it take effect after it (a PUBLISH sees the new subscription).
+    subscribe_pending: bool,
     /// A new Session Expiry Interval from the client's DISCONNECT.
     disconnect_expiry: Option<u32>,
     /// Bytes written to the socket since the connection opened.
@@ -234,6 +238,7 @@ impl Connection {
             client_max_packet_size: None,
             pending: Vec::new(),
             clean_disconnect: false,
+            subscribe_pending: false,
             disconnect_expiry: None,
             written_total: 0,
             unflushed: VecDeque::new(),
@@ -477,6 +482,12 @@ impl Connection {
                 if !r.reason.is_success() {
                     self.forget_inbound_qos2(r.packet_id);
                 }
+            }
+            Packet::SubAck(_) | Packet::UnsubAck(_) => {
+                // The subscription change is in the shards' mailboxes ahead of anything read
+                // from now on.
+                self.subscribe_pending = false;
+                self.wake_io();
             }
             _ => {}
         }
