@@ -503,7 +503,8 @@ mod stress {
     /// How long subscriber `i` withholds each PUBREC: half of them (MQTT 5, Receive
     /// Maximum 1) 200 to 500 ms, the others not at all.
     fn hold_of(i: usize) -> Option<Duration> {
-        i.is_multiple_of(2).then(|| Duration::from_millis(200 + (i as u64 * 37) % 300))
+        i.is_multiple_of(2)
+            .then(|| Duration::from_millis(200 + (i as u64 * 37) % 300))
     }
 
     fn connect_packet(
@@ -754,5 +755,19 @@ async fn qos2_handshakes_never_wait_on_slow_subscribers() {
 async fn qos2_handshakes_of_persistent_sessions_never_wait_on_slow_subscribers() {
     let broker = TestBroker::default_broker();
     let errors = stress::run(&broker, stress::Plan::from_env(true, false)).await;
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+/// As `qos2_handshakes_of_persistent_sessions_never_wait_on_slow_subscribers`, with publishers
+/// that reconnect under the same client id in the middle of their exchanges: before the PUBREC
+/// (then resending the PUBLISH with DUP) and between PUBREC and PUBREL. [MQTT-4.3.3-10]
+/// "Until it has received the corresponding PUBREL packet, the receiver MUST acknowledge any
+/// subsequent PUBLISH packet with the same Packet Identifier by sending a PUBREC": one PUBREC
+/// for the resend, on the new connection, within a second (the PUBREC owed to the old
+/// connection used to be sent on the new one too, answering one PUBLISH twice), and PUBCOMP
+/// for a PUBREL on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_handshakes_across_publisher_reconnects_never_wait_on_slow_subscribers() {
+    let broker = TestBroker::default_broker();
+    let errors = stress::run(&broker, stress::Plan::from_env(true, true)).await;
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
