@@ -2,8 +2,8 @@
 //!
 //! It owns what the specification calls the session state: subscriptions (the source of truth;
 //! the TopicNode shards hold copies for routing), QoS 1/2 messages in flight to the client and
-//! the queue behind them (`proto::session::Outbound`), inbound QoS 2 packet ids awaiting PUBREL,
-//! and the will. A Connection attaches to it (through the session table, which orders attaches
+//! the queue behind them (`proto::session::Outbound`), inbound QoS 2 packet ids awaiting PUBREL
+//! and the PUBRECs owed for them (`proto::inbound::InboundQos2`), and the will. A Connection attaches to it (through the session table, which orders attaches
 //! for one client id) and detaches when its socket ends.
 //!
 //! When it ends (a clean session's connection closed, or its expiry ran out) it leaves the
