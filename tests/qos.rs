@@ -442,3 +442,332 @@ async fn a_qos2_publish_right_before_disconnect_is_routed_and_the_close_is_promp
     let delivered = sub.recv_publish().await;
     assert_eq!(delivered.topic.as_str(), "last/word");
 }
+
+/// Concurrent inbound QoS 2 conversations, each publisher on its own topic with one QoS 2
+/// subscriber (see `qos2_handshakes_never_wait_on_slow_subscribers`). `STRESS_PAIRS`,
+/// `STRESS_MESSAGES` and `STRESS_ROUNDS` scale it up for a long run.
+mod stress {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::common::raw::{connect_with, pid, publish, Raw};
+    use super::common::{TestBroker, WAIT};
+    use starling_proto::{Packet, Properties, Protocol, PubResponse, Publish, QoS, ReasonCode};
+
+    /// The longest a publisher may wait for the PUBREC of its PUBLISH, or the PUBCOMP of its
+    /// PUBREL.
+    pub(crate) const LIMIT: Duration = Duration::from_secs(1);
+
+    /// One run of the scenario.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Plan {
+        /// Publisher/subscriber pairs.
+        pub pairs: usize,
+        /// QoS 2 messages per publisher per round.
+        pub messages: u16,
+        /// Rounds on the same broker (the same client ids each round).
+        pub rounds: usize,
+        /// Clean Start 0 with a Session Expiry Interval, for publishers and subscribers.
+        pub persistent: bool,
+        /// Publishers reconnect (same client id) during their exchanges.
+        pub reconnect: bool,
+    }
+
+    impl Plan {
+        /// The normal-suite plan (16 pairs, 4 messages each, one round), or what
+        /// `STRESS_PAIRS`, `STRESS_MESSAGES` and `STRESS_ROUNDS` say.
+        pub(crate) fn from_env(persistent: bool, reconnect: bool) -> Plan {
+            fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+            }
+            Plan {
+                pairs: env("STRESS_PAIRS", 16),
+                messages: env("STRESS_MESSAGES", 4u16).max(1),
+                rounds: env("STRESS_ROUNDS", 1),
+                persistent,
+                reconnect,
+            }
+        }
+
+        /// A bound on one round: the slowest subscriber withholds each PUBREC for at most
+        /// 500 ms, plus the LIMIT per handshake and connection set-up.
+        fn round_bound(&self) -> Duration {
+            Duration::from_millis(600) * u32::from(self.messages) + WAIT * 2
+        }
+    }
+
+    /// How long subscriber `i` withholds each PUBREC: half of them (MQTT 5, Receive
+    /// Maximum 1) 200 to 500 ms, the others not at all.
+    fn hold_of(i: usize) -> Option<Duration> {
+        i.is_multiple_of(2)
+            .then(|| Duration::from_millis(200 + (i as u64 * 37) % 300))
+    }
+
+    fn connect_packet(
+        id: &str,
+        protocol: Protocol,
+        plan: &Plan,
+        receive_maximum: Option<u16>,
+    ) -> Packet {
+        connect_with(protocol, id, |c| {
+            c.clean_start = !plan.persistent;
+            if protocol.is_v5() {
+                c.properties = Some(Box::new(Properties {
+                    session_expiry_interval: plan.persistent.then_some(60),
+                    receive_maximum,
+                    ..Properties::default()
+                }));
+            }
+        })
+    }
+
+    async fn connect(
+        addr: SocketAddr,
+        id: &str,
+        protocol: Protocol,
+        plan: &Plan,
+        rm: Option<u16>,
+    ) -> Raw {
+        let (raw, ack) =
+            Raw::connect(addr, protocol, &connect_packet(id, protocol, plan, rm)).await;
+        assert_eq!(ack.code, ReasonCode::SUCCESS, "CONNACK of {id}");
+        raw
+    }
+
+    /// Waits for the next packet, which must be what `want` accepts, and says how long it took
+    /// from `asked`. Past `LIMIT` it goes on waiting (up to `WAIT` more) only to report how
+    /// late the packet was.
+    async fn answer(
+        raw: &mut Raw,
+        who: &str,
+        what: &str,
+        asked: Instant,
+        want: impl Fn(&Packet) -> bool,
+    ) -> Result<(), String> {
+        let got = match tokio::time::timeout(LIMIT, raw.recv()).await {
+            Ok(got) => got,
+            Err(_) => {
+                let late = tokio::time::timeout(WAIT, raw.recv()).await;
+                let waited = asked.elapsed();
+                return Err(match late {
+                    Ok(Some(p)) if want(&p) => format!("{who}: {what} came after {waited:?}"),
+                    Ok(other) => format!("{who}: no {what} within {LIMIT:?}, then {other:?}"),
+                    Err(_) => format!("{who}: no {what} within {waited:?}"),
+                });
+            }
+        };
+        match got {
+            Some(p) if want(&p) => {
+                let waited = asked.elapsed();
+                if waited > LIMIT {
+                    return Err(format!("{who}: {what} came after {waited:?}"));
+                }
+                Ok(())
+            }
+            other => Err(format!("{who}: expected {what}, got {other:?}")),
+        }
+    }
+
+    fn is_pubrec(id: u16) -> impl Fn(&Packet) -> bool {
+        move |p| matches!(p, Packet::PubRec(r) if r.packet_id == pid(id) && r.reason.is_success())
+    }
+
+    fn is_pubcomp(id: u16) -> impl Fn(&Packet) -> bool {
+        move |p| matches!(p, Packet::PubComp(r) if r.packet_id == pid(id) && r.reason.is_success())
+    }
+
+    /// Publisher `i`: `messages` QoS 2 messages in sequence, each PUBLISH -> PUBREC, PUBREL ->
+    /// PUBCOMP, every answer within `LIMIT`. Reconnecting, it leaves at three places in turn:
+    /// before the PUBREC (and resends the PUBLISH with DUP), between PUBREC and PUBREL (and
+    /// sends PUBREL on the new connection), and not at all.
+    async fn publisher(addr: SocketAddr, i: usize, round: usize, plan: Plan) -> Result<(), String> {
+        let id = format!("stress-pub-{i}");
+        let protocol = if i % 4 < 2 {
+            Protocol::V5
+        } else {
+            Protocol::V311
+        };
+        let mut raw = connect(addr, &id, protocol, &plan, None).await;
+        let topic = format!("stress{i}/t");
+        for n in 1..=plan.messages {
+            let payload = format!("{round}:{n}");
+            let packet = publish(&topic, QoS::ExactlyOnce, Some(n), payload.clone());
+            let who = format!("{id} message {payload}");
+            let leave = if plan.reconnect {
+                usize::from(n) % 3
+            } else {
+                0
+            };
+            raw.send_packet(&packet).await;
+            let mut asked = Instant::now();
+            if leave == 1 {
+                // Gone before the PUBREC: resend on a new connection, DUP set.
+                drop(raw);
+                raw = connect(addr, &id, protocol, &plan, None).await;
+                let mut resend = packet.clone();
+                if let Packet::Publish(p) = &mut resend {
+                    p.dup = true;
+                }
+                raw.send_packet(&resend).await;
+                asked = Instant::now();
+            }
+            answer(&mut raw, &who, "PUBREC", asked, is_pubrec(n)).await?;
+            if leave == 2 {
+                // Gone between PUBREC and PUBREL: the session keeps the id.
+                drop(raw);
+                raw = connect(addr, &id, protocol, &plan, None).await;
+            }
+            let asked = Instant::now();
+            raw.send_packet(&Packet::PubRel(PubResponse::success(pid(n))))
+                .await;
+            answer(&mut raw, &who, "PUBCOMP", asked, is_pubcomp(n)).await?;
+        }
+        raw.send_packet(&Packet::Disconnect(
+            starling_proto::Disconnect::with_reason(ReasonCode::NORMAL_DISCONNECTION),
+        ))
+        .await;
+        Ok(())
+    }
+
+    /// Subscriber `i`, connected and subscribed: takes `messages` QoS 2 messages, withholding
+    /// each PUBREC for `hold_of(i)`, and checks they came exactly once, in order.
+    async fn subscriber(mut raw: Raw, i: usize, round: usize, plan: Plan) -> Result<(), String> {
+        let hold = hold_of(i);
+        let mut got: Vec<String> = Vec::new();
+        let mut awaiting_pubrel: HashSet<u16> = HashSet::new();
+        while got.len() < usize::from(plan.messages) || !awaiting_pubrel.is_empty() {
+            match raw.recv().await {
+                Some(Packet::Publish(Publish {
+                    qos: QoS::ExactlyOnce,
+                    packet_id: Some(id),
+                    payload,
+                    ..
+                })) => {
+                    got.push(String::from_utf8_lossy(&payload).into_owned());
+                    if let Some(hold) = hold {
+                        // A slow client: it withholds its PUBREC for a while.
+                        tokio::time::sleep(hold).await;
+                    }
+                    awaiting_pubrel.insert(id.get());
+                    raw.send_packet(&Packet::PubRec(PubResponse::success(id)))
+                        .await;
+                }
+                Some(Packet::PubRel(rel)) => {
+                    awaiting_pubrel.remove(&rel.packet_id.get());
+                    raw.send_packet(&Packet::PubComp(PubResponse::success(rel.packet_id)))
+                        .await;
+                }
+                other => return Err(format!("subscriber {i}: unexpected {other:?}")),
+            }
+        }
+        let want: Vec<String> = (1..=plan.messages)
+            .map(|n| format!("{round}:{n}"))
+            .collect();
+        if got != want {
+            return Err(format!("subscriber {i}: got {got:?}, expected {want:?}"));
+        }
+        Ok(())
+    }
+
+    /// Runs `plan` on `broker`; the errors of every round, if any.
+    pub(crate) async fn run(broker: &TestBroker, plan: Plan) -> Vec<String> {
+        let addr = broker.addr;
+        let mut errors = Vec::new();
+        let started = Instant::now();
+        for round in 0..plan.rounds {
+            let mut subscribers = Vec::new();
+            for i in 0..plan.pairs {
+                let (protocol, rm) = match hold_of(i) {
+                    Some(_) => (Protocol::V5, Some(1)),
+                    None if i % 4 == 1 => (Protocol::V5, None),
+                    None => (Protocol::V311, None),
+                };
+                let mut raw = connect(addr, &format!("stress-sub-{i}"), protocol, &plan, rm).await;
+                let granted = raw
+                    .subscribe(&format!("stress{i}/t"), QoS::ExactlyOnce)
+                    .await;
+                assert_eq!(granted, vec![ReasonCode::GRANTED_QOS_2]);
+                subscribers.push(tokio::spawn(subscriber(raw, i, round, plan)));
+            }
+            let publishers: Vec<_> = (0..plan.pairs)
+                .map(|i| tokio::spawn(publisher(addr, i, round, plan)))
+                .collect();
+            let all = async {
+                let mut results = Vec::new();
+                for task in publishers.into_iter().chain(subscribers) {
+                    results.push(
+                        task.await
+                            .map_err(|e| format!("task failed: {e}"))
+                            .and_then(|r| r),
+                    );
+                }
+                results
+            };
+            match tokio::time::timeout(plan.round_bound(), all).await {
+                Ok(results) => errors.extend(results.into_iter().filter_map(Result::err)),
+                Err(_) => errors.push(format!(
+                    "round {round} did not end within {:?}",
+                    plan.round_bound()
+                )),
+            }
+            if !errors.is_empty() {
+                errors.insert(
+                    0,
+                    format!(
+                        "round {round} of {} ({:?} in)",
+                        plan.rounds,
+                        started.elapsed()
+                    ),
+                );
+                break;
+            }
+        }
+        errors
+    }
+}
+
+/// [MQTT-4.3.3-8] The receiver of a QoS 2 PUBLISH "MUST respond with a PUBREC containing the
+/// Packet Identifier from the incoming PUBLISH packet, having accepted ownership of the
+/// Application Message", and [MQTT-4.3.3-11] "MUST respond to a PUBREL packet by sending a
+/// PUBCOMP packet containing the same Packet Identifier as the PUBREL": the broker accepts
+/// ownership when it has routed the message, so neither answer waits on a subscriber. Sixteen
+/// concurrent publishers, each sending QoS 2 messages in sequence to its own topic with one
+/// QoS 2 subscriber, half of those MQTT 5 with Receive Maximum 1 withholding every PUBREC for
+/// 200 to 500 ms: every PUBREC and every PUBCOMP comes within a second of the PUBLISH or
+/// PUBREL that asks for it, and every subscriber gets its messages once, in order
+/// ([MQTT-4.6.0-6] within a topic). `STRESS_PAIRS`, `STRESS_MESSAGES` and `STRESS_ROUNDS`
+/// make it wider and longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_handshakes_never_wait_on_slow_subscribers() {
+    let broker = TestBroker::default_broker();
+    let errors = stress::run(&broker, stress::Plan::from_env(false, false)).await;
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// As `qos2_handshakes_never_wait_on_slow_subscribers`, with persistent sessions (Clean
+/// Start 0, Session Expiry 60 s) for publishers and subscribers, so that routes, inbound ids
+/// and releases go through the store (persistence is on in the test settings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_handshakes_of_persistent_sessions_never_wait_on_slow_subscribers() {
+    let broker = TestBroker::default_broker();
+    let errors = stress::run(&broker, stress::Plan::from_env(true, false)).await;
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+/// As `qos2_handshakes_of_persistent_sessions_never_wait_on_slow_subscribers`, with publishers
+/// that reconnect under the same client id in the middle of their exchanges: before the PUBREC
+/// (then resending the PUBLISH with DUP) and between PUBREC and PUBREL. [MQTT-4.3.3-10]
+/// "Until it has received the corresponding PUBREL packet, the receiver MUST acknowledge any
+/// subsequent PUBLISH packet with the same Packet Identifier by sending a PUBREC": one PUBREC
+/// for the resend, on the new connection, within a second (the PUBREC owed to the old
+/// connection used to be sent on the new one too, answering one PUBLISH twice), and PUBCOMP
+/// for a PUBREL on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_handshakes_across_publisher_reconnects_never_wait_on_slow_subscribers() {
+    let broker = TestBroker::default_broker();
+    let errors = stress::run(&broker, stress::Plan::from_env(true, true)).await;
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}

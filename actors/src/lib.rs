@@ -15,7 +15,7 @@
 //!   queries, dropping dead entries when it restarts).
 //! - [`session`]: the Session actor, one per client id, outliving connections until expiry:
 //!   subscriptions (the source of truth), QoS 1/2 in flight and the bounded queue (the state
-//!   machine is `proto::session`), inbound QoS 2 ids, the will, and the will of a connection
+//!   machine is `proto::session`), inbound QoS 2 ids (`proto::inbound`), the will, and the will of a connection
 //!   taken over until that connection says whether it had disconnected (`session::takeover`).
 //! - [`security`]: MQTT 5 enhanced authentication: the `AuthMethod` hook and SCRAM-SHA-256.
 //! - [`retain`]: the RetainStore actor: last retained message per topic, expiry, matching.

@@ -14,8 +14,11 @@
 //!   what a reconnect does to a pending will.
 //! - [`session`]: a session's outbound state: packet ids, in-flight window, bounded queue,
 //!   acknowledgements and replay on reconnect.
+//! - [`inbound`]: a session's inbound QoS 2 state: unreleased packet ids and the PUBRECs owed,
+//!   in order, each to the connection its PUBLISH came on.
 
 pub mod codec;
+pub mod inbound;
 pub mod lifecycle;
 pub mod packet;
 pub mod reason;

@@ -177,7 +177,9 @@ impl Connection {
         }
         if publish.qos == QoS::ExactlyOnce {
             self.inbound_qos2.get_or_default().insert(id);
-            // Counted in the routing window until the session's PUBREC passes back.
+            // Counted in the routing window until the session's PUBREC passes back: the session
+            // answers every QoS 2 PUBLISH with one PUBREC on the connection it came on, or
+            // closes that connection (`proto::inbound`).
             self.routes_pending += 1;
             // The session keeps the id until PUBREL, across reconnects, and answers PUBREC.
             if let Some(attachment) = &self.attachment {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use slog::{debug, warn};
+use starling_proto::inbound::Arrival;
 use starling_proto::session::{AckError, Delivery, InflightState, Send};
 use starling_proto::{encoded_len, Packet, Protocol, PubResponse, Publish, ReasonCode};
 
@@ -380,41 +381,34 @@ impl Handler<InboundQos2> for Session {
         let Some(id) = msg.publish.packet_id else {
             return;
         };
-        if self.inbound_qos2.get().is_some_and(|ids| ids.contains(&id)) {
-            // Every PUBLISH with an unreleased id is acknowledged with a PUBREC of its own, and
-            // routed only once ([MQTT-4.3.3-10]). If the first copy's route is still under way,
-            // this PUBREC queues behind it. (The connection counts one PUBREC per QoS 2 PUBLISH
-            // it passed on: one left out would close its routing window for good.)
-            let queued = self
-                .pending_pubrecs
-                .get()
-                .and_then(|q| q.iter().find(|(p, _)| *p == id).copied());
-            match queued {
-                Some((_, routed)) => self
-                    .pending_pubrecs
-                    .get_or_default()
-                    .push_back((id, routed)),
-                None => self.send_control(Packet::PubRec(PubResponse::success(id))),
+        let conn_id = msg.conn_id;
+        // The rules (route once, one PUBREC per PUBLISH on its own connection, in order, the
+        // Receive Maximum) are `InboundQos2`'s.
+        match self
+            .inbound
+            .get_or_default()
+            .publish(id, conn_id, self.inbound_maximum)
+        {
+            Arrival::Duplicate => {
+                self.send_due_pubrecs();
+                return;
             }
-            return;
-        }
-        // [MQTT-3.3.4-9]: more unreleased QoS 2 publishes than the broker's Receive Maximum
-        // is a protocol violation.
-        if self.inbound_qos2.get().map_or(0, |ids| ids.len()) >= usize::from(self.inbound_maximum) {
-            if let Some(link) = &self.link {
-                link.addr
-                    .do_send(Kick(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+            Arrival::OverReceiveMaximum => {
+                // [MQTT-3.3.4-9]: more unreleased QoS 2 publishes than the broker's Receive
+                // Maximum is a protocol violation.
+                if let Some(link) = &self.link {
+                    link.addr
+                        .do_send(Kick(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+                }
+                return;
             }
-            return;
+            Arrival::Route => {}
         }
-        self.inbound_qos2.get_or_default().insert(id);
-        self.pending_pubrecs.get_or_default().push_back((id, false));
         let message = Message::from_publish(msg.publish, Some(self.id), Instant::now());
         // A persistent session's packet id is stored with the message, in one transaction.
         let inbound = self
             .is_durable()
             .then(|| (Arc::clone(&self.inbox.client_id), id));
-        let conn_id = msg.conn_id;
         let routed = self
             .shared
             .router
@@ -426,7 +420,7 @@ impl Handler<InboundQos2> for Session {
         let inbox = Arc::clone(&self.inbox);
         actix_rt::spawn(async move {
             let ok = routed.await.is_ok();
-            inbox.do_send(Qos2Routed { id, conn_id, ok });
+            inbox.do_send(Qos2Routed { id, ok });
         });
     }
 }
@@ -436,7 +430,6 @@ impl Handler<InboundQos2> for Session {
 #[rtype(result = "()")]
 struct Qos2Routed {
     id: starling_proto::PacketId,
-    conn_id: u64,
     ok: bool,
 }
 
@@ -444,52 +437,51 @@ impl Handler<Qos2Routed> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Qos2Routed, _: &mut Self::Context) {
-        self.qos2_routed(msg.id, msg.conn_id, msg.ok);
+        self.qos2_routed(msg.id, msg.ok);
     }
 }
 
 impl Session {
-    /// An inbound QoS 2 publish is routed (and stored): PUBREC goes out, in arrival order.
-    /// If it could not be, the client is disconnected without PUBREC and resends it.
-    fn qos2_routed(&mut self, id: starling_proto::PacketId, conn_id: u64, ok: bool) {
-        if !ok {
-            if let Some(ids) = self.inbound_qos2.get_mut() {
-                ids.remove(&id);
-            }
-            if let Some(queue) = self.pending_pubrecs.get_mut() {
-                queue.retain(|(p, _)| *p != id);
-            }
-            warn!(
-                self.log(),
-                "inbound QoS 2 message not routed; disconnecting the client"
-            );
-            if let Some(link) = self.link.as_ref().filter(|l| l.conn_id == conn_id) {
-                link.addr.do_send(Kick(ReasonCode::UNSPECIFIED_ERROR));
-            }
+    /// An inbound QoS 2 publish is routed (and stored): its PUBRECs go out, in arrival order.
+    /// If it could not be, the connections that were owed one are closed without it, and
+    /// their clients resend it.
+    fn qos2_routed(&mut self, id: starling_proto::PacketId, ok: bool) {
+        let Some(inbound) = self.inbound.get_mut() else {
+            // Cleared meanwhile (a clean start, or the session ended).
+            return;
+        };
+        if ok {
+            inbound.routed(id);
+            self.send_due_pubrecs();
             return;
         }
-        if let Some(queue) = self.pending_pubrecs.get_mut() {
-            // The first copy's entry and those of resends that came while it was routed.
-            for entry in queue.iter_mut().filter(|(p, _)| *p == id) {
-                entry.1 = true;
-            }
+        let owed_to = inbound.route_failed(id);
+        warn!(
+            self.log(),
+            "inbound QoS 2 message not routed; disconnecting the client"
+        );
+        if let Some(link) = self.link.as_ref().filter(|l| owed_to.contains(&l.conn_id)) {
+            link.addr.do_send(Kick(ReasonCode::UNSPECIFIED_ERROR));
         }
-        while let Some(id) = self.pending_pubrecs.get_mut().and_then(pop_routed) {
+        self.send_due_pubrecs();
+    }
+
+    /// Sends the PUBRECs now due on the current connection (see `InboundQos2::due`).
+    fn send_due_pubrecs(&mut self) {
+        let current = self.link.as_ref().map(|l| l.conn_id);
+        let Some(inbound) = self.inbound.get_mut() else {
+            return;
+        };
+        let mut due = Vec::new();
+        while let Some(id) = inbound.due(current) {
+            due.push(id);
+        }
+        if inbound.is_empty() {
+            self.inbound.clear();
+        }
+        for id in due {
             self.send_control(Packet::PubRec(PubResponse::success(id)));
         }
-    }
-}
-
-/// The head of the PUBREC queue, if its route is confirmed.
-fn pop_routed(
-    queue: &mut std::collections::VecDeque<(starling_proto::PacketId, bool)>,
-) -> Option<starling_proto::PacketId> {
-    match queue.front() {
-        Some(&(id, true)) => {
-            queue.pop_front();
-            Some(id)
-        }
-        _ => None,
     }
 }
 
@@ -501,9 +493,12 @@ impl Handler<InboundPubRel> for Session {
             return;
         }
         let known = self
-            .inbound_qos2
+            .inbound
             .get_mut()
-            .is_some_and(|ids| ids.remove(&msg.packet_id));
+            .is_some_and(|inbound| inbound.release(msg.packet_id));
+        if self.inbound.get().is_some_and(|inbound| inbound.is_empty()) {
+            self.inbound.clear();
+        }
         let mut comp = PubResponse::success(msg.packet_id);
         let v5 = self.link.as_ref().is_some_and(|l| l.protocol.is_v5());
         if !known && v5 {
@@ -531,7 +526,7 @@ impl Handler<InboundPubRel> for Session {
                 warn!(act.log(), "inbound QoS 2 id not released in the store; disconnecting";
                     "packet_id" => comp.packet_id.get());
                 if known {
-                    act.inbound_qos2.get_or_default().insert(comp.packet_id);
+                    act.inbound.get_or_default().restore(comp.packet_id);
                 }
                 if let Some(link) = act.link.as_ref().filter(|l| l.conn_id == conn_id) {
                     link.addr.do_send(Kick(ReasonCode::UNSPECIFIED_ERROR));

@@ -2,8 +2,8 @@
 //!
 //! It owns what the specification calls the session state: subscriptions (the source of truth;
 //! the TopicNode shards hold copies for routing), QoS 1/2 messages in flight to the client and
-//! the queue behind them (`proto::session::Outbound`), inbound QoS 2 packet ids awaiting PUBREL,
-//! and the will. A Connection attaches to it (through the session table, which orders attaches
+//! the queue behind them (`proto::session::Outbound`), inbound QoS 2 packet ids awaiting PUBREL
+//! and the PUBRECs owed for them (`proto::inbound::InboundQos2`), and the will. A Connection attaches to it (through the session table, which orders attaches
 //! for one client id) and detaches when its socket ends.
 //!
 //! When it ends (a clean session's connection closed, or its expiry ran out) it leaves the
@@ -20,15 +20,16 @@ mod persist;
 mod subscriptions;
 mod takeover;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{debug, info, o, Logger};
+use starling_proto::inbound::InboundQos2;
 use starling_proto::lifecycle;
 use starling_proto::session::{DropCounts, Outbound};
-use starling_proto::{PacketId, ReasonCode, SubscriptionOptions, TopicFilter};
+use starling_proto::{ReasonCode, SubscriptionOptions, TopicFilter};
 
 use crate::config::SessionConfig;
 use crate::metrics::{count, gauge, Metrics};
@@ -111,11 +112,9 @@ pub struct Session {
     in_transit: usize,
     /// The client's Maximum Packet Size (MQTT 5): larger deliveries are dropped for it.
     max_packet_size: Option<u32>,
-    /// Inbound QoS 2 packet ids routed (or being routed) and not yet released by PUBREL.
-    inbound_qos2: Rare<HashSet<PacketId>>,
-    /// Inbound QoS 2 publishes being routed, in arrival order, and whether their route is
-    /// confirmed: PUBREC goes out in this order once it is ([MQTT-4.6.0-3]).
-    pending_pubrecs: Rare<VecDeque<(PacketId, bool)>>,
+    /// Inbound QoS 2: packet ids routed (or being routed) and not yet released by PUBREL, and
+    /// the PUBRECs owed, each to the connection its PUBLISH came on, in arrival order.
+    inbound: Rare<InboundQos2<ConnId>>,
     /// This session has written to the store (so ending it must remove what it wrote).
     persisted: bool,
     /// Rebuilt from the store: on start, it registers nothing (the broker did) but arms its
@@ -166,8 +165,7 @@ impl Session {
             out,
             in_transit: 0,
             max_packet_size: None,
-            inbound_qos2: Rare::default(),
-            pending_pubrecs: Rare::default(),
+            inbound: Rare::default(),
             persisted: false,
             recovered: false,
             restored: Rare::default(),
@@ -200,8 +198,7 @@ impl Session {
         }
         self.subscriptions.clear();
         self.out.clear();
-        self.inbound_qos2.clear();
-        self.pending_pubrecs.clear();
+        self.inbound.clear();
     }
 
     /// Ends the session: a pending will goes out now ([MQTT-3.1.2-8]: at the latest when the

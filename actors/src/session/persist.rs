@@ -203,11 +203,10 @@ impl Session {
             }
             self.out.restore(delivery, e.entry.inflight);
         }
-        self.inbound_qos2.clear();
-        if !inbound_qos2.is_empty() {
-            self.inbound_qos2.get_or_default().extend(inbound_qos2);
+        self.inbound.clear();
+        for id in inbound_qos2 {
+            self.inbound.get_or_default().restore(id);
         }
-        self.pending_pubrecs.clear();
         let inflight: Vec<u64> = self
             .out
             .inflight_entries()
@@ -256,7 +255,7 @@ impl actix::Supervised for Session {
         self.expiry_timer = None;
         self.rearm_taken_over(ctx);
         self.in_transit = 0;
-        self.pending_pubrecs.clear();
+        // (The PUBRECs owed to that connection go with it: `InboundQos2::due` drops them.)
         for filter in self.subscriptions.keys() {
             self.shared.router.unsubscribe(filter, self.id);
         }
