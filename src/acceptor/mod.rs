@@ -16,7 +16,7 @@ use std::time::Duration;
 use starling_actors::config::MqttConfig;
 use starling_actors::connection::AliasPolicy;
 
-use crate::tls::{SslMode, TlsParams};
+use crate::tls::{SslMode, StoreType, TlsParams};
 
 /// One acceptor, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +72,11 @@ const NAMES: &[&str] = &[
     "sslEnabled",
     "keyStorePath",
     "keyStorePassword",
+    "keyStoreType",
     "needClientAuth",
     "trustStorePath",
     "trustStorePassword",
+    "trustStoreType",
     "tcpSendBufferSize",
     "tcpReceiveBufferSize",
 ];
@@ -132,6 +134,8 @@ pub fn parse(name: &str, url: &str, base: &MqttConfig) -> Result<Acceptor, Vec<S
                 tls.key_store_password = Some(value.to_owned());
                 Ok(())
             }
+            "keyStoreType" => parse_store_type(value).map(|t| tls.key_store_type = Some(t)),
+            "trustStoreType" => parse_store_type(value).map(|t| tls.trust_store_type = Some(t)),
             "needClientAuth" => parse_bool(value).map(|v| tls.need_client_auth = v),
             "trustStorePath" => non_empty(value).map(|v| tls.trust_store = Some(PathBuf::from(v))),
             "trustStorePassword" => {
@@ -211,6 +215,21 @@ fn unknown(key: &str) -> String {
         ),
         Some(name) => format!("unknown acceptor parameter; did you mean `{name}`?"),
         None => "unknown acceptor parameter".to_owned(),
+    }
+}
+
+/// `keyStoreType` / `trustStoreType`: Java's type names, read without regard to case as
+/// Java's `KeyStore.getInstance` reads them.
+fn parse_store_type(value: &str) -> Result<StoreType, String> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "PKCS12" => Ok(StoreType::Pkcs12),
+        "PEM" => Ok(StoreType::Pem),
+        kind @ ("JKS" | "JCEKS") => Err(format!(
+            "{kind} keystores cannot be read by Starling; convert the keystore to PKCS#12 with \
+             `keytool -importkeystore -srckeystore FILE -destkeystore FILE.p12 \
+             -deststoretype PKCS12` and set the type to PKCS12"
+        )),
+        _ => Err(format!("{value:?} is not PKCS12 or PEM")),
     }
 }
 
@@ -534,5 +553,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn store_types_are_read_without_regard_to_case() {
+        let a = ok("tcp://h:1?keyStoreType=pkcs12;trustStoreType=Pem");
+        assert_eq!(a.tls.key_store_type, Some(StoreType::Pkcs12));
+        assert_eq!(a.tls.trust_store_type, Some(StoreType::Pem));
+        assert!(err("tcp://h:1?keyStoreType=JKS").contains("keytool -importkeystore"));
+        assert!(err("tcp://h:1?trustStoreType=BCFKS").starts_with("trustStoreType: "));
     }
 }
