@@ -289,7 +289,8 @@ where
         kind,
         client_identity,
         // A WebSocket message larger than this is refused by the WebSocket layer before the
-        // MQTT codec could answer 0x95: clients are told the limit instead.
+        // MQTT codec could answer 0x95: clients are told the limit instead, when it is below
+        // the acceptor's `maximumPacketSize` (with -1, nothing is announced).
         max_packet_size: websocket
             .then(|| u32::try_from(endpoint.ws.max_frame_size).unwrap_or(u32::MAX)),
     };
