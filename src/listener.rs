@@ -23,20 +23,24 @@ use starling_actors::config::MqttConfig;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use crate::acceptor::SocketOptions;
 use crate::tls::{certificate_identity, SslMode, Tls};
 use crate::websocket::{self, WsSettings};
 
 /// Binds `count` listening sockets to `address` with `SO_REUSEPORT`, one per worker: the kernel
 /// spreads incoming connections over them, so each worker accepts and serves its own share with
 /// no socket handed between threads. The first socket resolves port 0; the others join it.
+/// The buffer sizes of `options` are set on the listening sockets, before `listen` (so that
+/// the TCP window scale offered in the handshake fits them); accepted sockets inherit them.
 /// Must run inside a tokio runtime (the sockets are converted to std ones for their workers).
 pub async fn bind_for_workers(
     address: &str,
     count: usize,
+    options: SocketOptions,
 ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let mut last_error = None;
     for addr in tokio::net::lookup_host(address).await? {
-        match bind_group(addr, count.max(1)) {
+        match bind_group(addr, count.max(1), options) {
             Ok(listeners) => return Ok(listeners),
             Err(e) => last_error = Some(e),
         }
@@ -52,22 +56,23 @@ pub async fn bind_for_workers(
 fn bind_group(
     addr: SocketAddr,
     count: usize,
+    options: SocketOptions,
 ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     if addr.port() != 0 {
         // With `SO_REUSEPORT` alone, a second broker on this port would silently share it. A
         // plain bind first fails, as it should, when anything listens there already.
         drop(std::net::TcpListener::bind(addr)?);
     }
-    let first = listen_on(addr)?;
+    let first = listen_on(addr, options)?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first.into_std()?];
     for _ in 1..count {
-        listeners.push(listen_on(bound)?.into_std()?);
+        listeners.push(listen_on(bound, options)?.into_std()?);
     }
     Ok((bound, listeners))
 }
 
-fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+fn listen_on(addr: SocketAddr, options: SocketOptions) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -75,6 +80,12 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
+    if let Some(size) = options.send_buffer_size {
+        socket.set_send_buffer_size(size)?;
+    }
+    if let Some(size) = options.receive_buffer_size {
+        socket.set_recv_buffer_size(size)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -278,7 +289,8 @@ where
         kind,
         client_identity,
         // A WebSocket message larger than this is refused by the WebSocket layer before the
-        // MQTT codec could answer 0x95: clients are told the limit instead.
+        // MQTT codec could answer 0x95: clients are told the limit instead, when it is below
+        // the acceptor's `maximumPacketSize` (with -1, nothing is announced).
         max_packet_size: websocket
             .then(|| u32::try_from(endpoint.ws.max_frame_size).unwrap_or(u32::MAX)),
     };
@@ -287,5 +299,33 @@ where
         Ok((Box::new(ws), info))
     } else {
         Ok((Box::new(stream), info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tcpSendBufferSize` / `tcpReceiveBufferSize` reach the sockets a listener accepts.
+    /// (Linux reports twice the size asked for, its bookkeeping included. Its defaults for an
+    /// accepted socket come from `tcp_wmem` / `tcp_rmem`: commonly MiBs to send and 128 KiB to
+    /// receive, outside the ranges checked.)
+    #[tokio::test]
+    async fn accepted_sockets_get_the_buffer_sizes_of_the_acceptor() {
+        let options = SocketOptions {
+            send_buffer_size: Some(50_000),
+            receive_buffer_size: Some(40_000),
+        };
+        let (addr, mut listeners) = bind_for_workers("127.0.0.1:0", 1, options)
+            .await
+            .expect("bind");
+        let listener = TcpListener::from_std(listeners.remove(0)).expect("listener");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let socket = TcpSocket::from_std_stream(accepted.into_std().expect("std stream"));
+        let send = socket.send_buffer_size().expect("SO_SNDBUF");
+        let receive = socket.recv_buffer_size().expect("SO_RCVBUF");
+        assert!((50_000..=100_000).contains(&send), "SO_SNDBUF {send}");
+        assert!((40_000..=80_000).contains(&receive), "SO_RCVBUF {receive}");
     }
 }

@@ -2,13 +2,17 @@
 //! filter.
 //!
 //! A "logger" is a module of Starling named without its crate: `protocol` (every packet, at
-//! TRACE), `connection`, `connection::io`, `session`, `registry`, `topic`, `broker`, `runtime`.
-//! `[logging.levels]` sets a level per name; the longest matching name wins, then
-//! `[logging] level`. The filter runs before the async drain, so a disabled record is never
+//! TRACE), `connection`, `connection::io`, `session`, `registry`, `topic`, `broker`, `runtime`
+//! (`LOGGERS` has them all). `[logging.levels]` sets a level per name; the longest matching
+//! name wins, then `[logging] level`. Artemis' packet logger,
+//! `org.apache.activemq.artemis.core.protocol.mqtt` (the seed's Debug Logging), is another
+//! name for `protocol`; any other name is a settings error (`unknown_loggers`), since it
+//! would silently log nothing. The filter runs before the async drain, so a disabled record is never
 //! formatted; a record more verbose than every configured level (the TRACE packet log, most of
 //! the time) is turned away by one atomic load, before any lock or name lookup. The table can
 //! be swapped at run time (`LogLevels::set`).
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +21,91 @@ use std::sync::{Arc, RwLock};
 use slog::{o, Drain, Level, Logger, OwnedKVList, Record};
 
 use crate::settings::{LogFormat, LogLevel, LoggingSettings};
+
+/// Artemis' logger for MQTT packets (the seed's Debug Logging): an alias of `protocol`.
+pub const ARTEMIS_MQTT_LOGGER: &str = "org.apache.activemq.artemis.core.protocol.mqtt";
+
+/// Every logger: each module of Starling's crates without the crate's name, and `starling`,
+/// the daemon binary's own. A test checks the list against the source files.
+pub const LOGGERS: &[&str] = &[
+    // starling-actors
+    "broker",
+    "busy_poll",
+    "config",
+    "connection",
+    "connection::aliases",
+    "connection::clock",
+    "connection::connect",
+    "connection::inbound",
+    "connection::io",
+    "metrics",
+    "msg",
+    "protocol",
+    "rare",
+    "registry",
+    "registry::table",
+    "retain",
+    "security",
+    "security::acl",
+    "security::manager",
+    "security::password",
+    "security::scram",
+    "session",
+    "session::delivery",
+    "session::persist",
+    "session::subscriptions",
+    "session::takeover",
+    "store",
+    "store::records",
+    "store::writer",
+    "supervisor",
+    "topic",
+    // starling (the daemon shell)
+    "acceptor",
+    "acceptor::artemis",
+    "listener",
+    "logging",
+    "runtime",
+    "settings",
+    "settings::log",
+    "shutdown",
+    "tls",
+    "websocket",
+    "starling",
+];
+
+/// The logger a `[logging.levels]` key names: itself, or `protocol` for Artemis' name.
+pub fn logger_for(key: &str) -> Option<&'static str> {
+    if key == ARTEMIS_MQTT_LOGGER {
+        return Some("protocol");
+    }
+    LOGGERS.iter().copied().find(|name| *name == key)
+}
+
+/// The problems of a `[logging.levels]` table: each key that names no logger, and Artemis'
+/// name set beside `protocol` to another level. Each names its key as `logging.levels.KEY`.
+pub fn level_problems(levels: &BTreeMap<String, LogLevel>) -> Vec<String> {
+    let mut problems: Vec<String> = levels
+        .keys()
+        .filter(|key| logger_for(key).is_none())
+        .map(|key| {
+            format!(
+                "logging.levels.{key}: no logger has this name (names are case-sensitive); the \
+                 loggers are {}, and {ARTEMIS_MQTT_LOGGER} (Artemis' name for protocol)",
+                LOGGERS.join(", ")
+            )
+        })
+        .collect();
+    if let (Some(artemis), Some(ours)) = (levels.get(ARTEMIS_MQTT_LOGGER), levels.get("protocol")) {
+        if artemis != ours {
+            problems.push(format!(
+                "logging.levels.{ARTEMIS_MQTT_LOGGER}: names the protocol logger, which \
+                 logging.levels.protocol sets to another level; set one of them"
+            ));
+        }
+    }
+    problems
+}
 
 /// The level table the filter reads: a default and per-logger overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +129,18 @@ fn to_slog(level: LogLevel) -> Option<Level> {
 
 impl LevelTable {
     fn from_settings(settings: &LoggingSettings) -> LevelTable {
-        let mut overrides: Vec<_> = settings
+        // Aliases first, so that a logger's own name, set too, is the one kept.
+        let mut named: BTreeMap<&str, Option<Level>> = BTreeMap::new();
+        let (aliases, names): (Vec<_>, Vec<_>) = settings
             .levels
             .iter()
-            .map(|(name, level)| (name.clone(), to_slog(*level)))
+            .partition(|(name, _)| logger_for(name).is_some_and(|logger| logger != name.as_str()));
+        for (name, level) in aliases.into_iter().chain(names) {
+            named.insert(logger_for(name).unwrap_or(name.as_str()), to_slog(*level));
+        }
+        let mut overrides: Vec<_> = named
+            .into_iter()
+            .map(|(name, level)| (name.to_owned(), level))
             .collect();
         overrides.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
         LevelTable {
@@ -207,7 +304,6 @@ pub fn build_with_writer(settings: &LoggingSettings, writer: Box<dyn Write + Sen
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn table(level: LogLevel, levels: &[(&str, LogLevel)]) -> LevelTable {
         LevelTable::from_settings(&LoggingSettings {
@@ -264,5 +360,89 @@ mod tests {
             "connection::io"
         );
         assert_eq!(LevelTable::logger_name("starling"), "starling");
+    }
+
+    /// The seed's Debug Logging: "TRACE logging for
+    /// `org.apache.activemq.artemis.core.protocol.mqtt`" turns on the packet log, which is
+    /// the `protocol` logger.
+    #[test]
+    fn artemis_mqtt_logger_is_the_protocol_logger() {
+        let t = table(LogLevel::Info, &[(ARTEMIS_MQTT_LOGGER, LogLevel::Trace)]);
+        assert!(t.enabled("starling_actors::protocol", Level::Trace));
+        assert!(!t.enabled("starling_actors::connection", Level::Debug));
+        // Set beside it, the logger's own name wins.
+        let t = table(
+            LogLevel::Info,
+            &[
+                (ARTEMIS_MQTT_LOGGER, LogLevel::Trace),
+                ("protocol", LogLevel::Off),
+            ],
+        );
+        assert!(!t.enabled("starling_actors::protocol", Level::Error));
+    }
+
+    #[test]
+    fn unknown_logger_names_are_problems_listing_the_known_ones() {
+        let levels: BTreeMap<String, LogLevel> = [
+            ("protocol".to_owned(), LogLevel::Trace),
+            ("Protocol".to_owned(), LogLevel::Trace),
+            ("conection".to_owned(), LogLevel::Debug),
+        ]
+        .into_iter()
+        .collect();
+        let problems = level_problems(&levels);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("logging.levels.Protocol: no logger"));
+        assert!(problems[1].starts_with("logging.levels.conection: no logger"));
+        assert!(
+            problems[1].contains("connection::io") && problems[1].contains(ARTEMIS_MQTT_LOGGER)
+        );
+        let both: BTreeMap<String, LogLevel> = [
+            ("protocol".to_owned(), LogLevel::Off),
+            (ARTEMIS_MQTT_LOGGER.to_owned(), LogLevel::Trace),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(level_problems(&both).len(), 1);
+    }
+
+    /// `LOGGERS` is every module of the two crates (test modules aside): a module added
+    /// without its logger name would make its name a settings error.
+    #[test]
+    fn every_module_is_a_known_logger() {
+        fn modules(dir: &std::path::Path, prefix: &str, found: &mut Vec<String>) {
+            let entries = std::fs::read_dir(dir).expect("source directory");
+            for entry in entries {
+                let path = entry.expect("entry").path();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .expect("utf-8 name")
+                    .to_owned();
+                let name = if prefix.is_empty() {
+                    stem.clone()
+                } else {
+                    format!("{prefix}::{stem}")
+                };
+                if path.is_dir() {
+                    modules(&path, &name, found);
+                } else if path.extension().is_some_and(|e| e == "rs") && !stem.ends_with("_tests") {
+                    match stem.as_str() {
+                        "lib" => {}
+                        "main" => found.push("starling".to_owned()),
+                        "mod" => found.push(prefix.to_owned()),
+                        _ => found.push(name),
+                    }
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        modules(&root.join("actors/src"), "", &mut found);
+        modules(&root.join("src"), "", &mut found);
+        found.sort();
+        let mut listed: Vec<String> = LOGGERS.iter().map(|s| (*s).to_owned()).collect();
+        listed.sort();
+        assert_eq!(found, listed);
     }
 }

@@ -241,6 +241,17 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        // Valid settings parse; what each acceptor ignores is worth a look before starting.
+        for acceptor in settings.acceptors().unwrap_or_default() {
+            if !acceptor.ignored.is_empty() {
+                eprintln!(
+                    "starling: warning: acceptor {:?}: parameters ignored, they do not apply \
+                     to MQTT in Starling: {}",
+                    acceptor.name,
+                    acceptor.ignored.join(", ")
+                );
+            }
+        }
         println!(
             "starling: settings are valid ({} acceptor(s))",
             settings.acceptors.len()

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{info, o, Logger};
+use slog::{info, o, warn, Logger};
 use starling_actors::broker::{Broker, BrokerHandle, BrokerSecurity};
 use starling_actors::security::{DefaultSecurityManager, SecurityManager};
 use tokio::sync::oneshot;
@@ -132,6 +132,12 @@ pub fn start_with_security(
     manager: Arc<dyn SecurityManager>,
 ) -> Result<Server, StartError> {
     let acceptors = settings.acceptors()?;
+    for acceptor in &acceptors {
+        if !acceptor.ignored.is_empty() {
+            warn!(log, "acceptor parameters ignored: they do not apply to MQTT in Starling";
+                "acceptor" => &acceptor.name, "parameters" => acceptor.ignored.join(", "));
+        }
+    }
     let auth_methods = settings.auth_methods()?;
     let ws = Arc::new(settings.websocket());
     let handshake_timeout = Duration::from_millis(settings.core.handshake_timeout);
@@ -171,7 +177,7 @@ pub fn start_with_security(
                 let mut bound = Vec::new();
                 for (acceptor, endpoint) in acceptors.into_iter().zip(endpoints) {
                     let address = acceptor.bind_address();
-                    match bind_for_workers(&address, handles.len()).await {
+                    match bind_for_workers(&address, handles.len(), acceptor.socket).await {
                         Ok((addr, listeners)) => bound.push((acceptor, endpoint, addr, listeners)),
                         Err(source) => {
                             let _ = ready_tx.send(Err(StartError::Bind {

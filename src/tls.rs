@@ -1,7 +1,11 @@
 //! TLS for acceptors: a rustls `ServerConfig` from the Artemis keystore parameters, reloadable.
 //!
 //! `keyStorePath` is a PEM file (certificate chain and private key) or a PKCS#12 keystore
-//! opened with `keyStorePassword`. With `needClientAuth=true`, clients must present a
+//! opened with `keyStorePassword`, told apart by their content, whatever the file's name (the
+//! seed's example is a file named `keystore`): PEM by its `-----BEGIN` lines, PKCS#12 by its
+//! DER structure. `keyStoreType` / `trustStoreType` (`PKCS12` or `PEM`, any case, as Java
+//! reads them), when given, must match. A Java keystore (JKS, JCEKS) is refused with the
+//! `keytool` command that converts it. With `needClientAuth=true`, clients must present a
 //! certificate signed by a CA in `trustStorePath` (PEM, or PKCS#12 with `trustStorePassword`);
 //! the certificate's subject common name becomes the connection's identity. `reload` re-reads
 //! the files: new handshakes use the new certificate, open connections keep theirs.
@@ -37,31 +41,152 @@ pub struct TlsParams {
     pub key_store: Option<PathBuf>,
     /// `keyStorePassword` (PKCS#12).
     pub key_store_password: Option<String>,
+    /// `keyStoreType`: when given, the keystore must be of this type.
+    pub key_store_type: Option<StoreType>,
     /// `needClientAuth`.
     pub need_client_auth: bool,
     /// `trustStorePath`.
     pub trust_store: Option<PathBuf>,
     /// `trustStorePassword` (PKCS#12).
     pub trust_store_password: Option<String>,
+    /// `trustStoreType`: when given, the truststore must be of this type.
+    pub trust_store_type: Option<StoreType>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn is_pkcs12(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("p12") || e.eq_ignore_ascii_case("pfx"))
+/// A keystore type (`keyStoreType`, `trustStoreType`): Java's names, without regard to case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreType {
+    /// `PKCS12`.
+    Pkcs12,
+    /// `PEM` (Artemis' PEM keystore provider).
+    Pem,
+}
+
+impl std::fmt::Display for StoreType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreType::Pkcs12 => "PKCS12",
+            StoreType::Pem => "PEM",
+        })
+    }
+}
+
+/// What a keystore file holds, told by its content (never by its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Content {
+    /// Text with `-----BEGIN` lines.
+    Pem,
+    /// A DER SEQUENCE starting with INTEGER 3: a PKCS#12 PFX (RFC 7292).
+    Pkcs12,
+    /// Java's own format, magic 0xFEEDFEED.
+    Jks,
+    /// Java's JCEKS, magic 0xCECECECE.
+    Jceks,
+}
+
+impl Content {
+    fn of(data: &[u8]) -> Option<Content> {
+        const BEGIN: &[u8] = b"-----BEGIN";
+        match data {
+            [0xFE, 0xED, 0xFE, 0xED, ..] => Some(Content::Jks),
+            [0xCE, 0xCE, 0xCE, 0xCE, ..] => Some(Content::Jceks),
+            [0x30, ..] if is_pfx(data) => Some(Content::Pkcs12),
+            _ if data.windows(BEGIN.len()).any(|w| w == BEGIN) => Some(Content::Pem),
+            _ => None,
+        }
+    }
+
+    fn store_type(self) -> Option<StoreType> {
+        match self {
+            Content::Pem => Some(StoreType::Pem),
+            Content::Pkcs12 => Some(StoreType::Pkcs12),
+            Content::Jks | Content::Jceks => None,
+        }
+    }
+}
+
+/// A DER SEQUENCE (definite length within the data, or BER's indefinite length) whose first
+/// element is INTEGER 3: the PFX version of every PKCS#12 file.
+fn is_pfx(data: &[u8]) -> bool {
+    let Some((&0x30, rest)) = data.split_first() else {
+        return false;
+    };
+    let Some((&first, rest)) = rest.split_first() else {
+        return false;
+    };
+    let content = match first {
+        0x80 => rest,
+        n if n < 0x80 => match rest.get(..usize::from(n)) {
+            Some(content) => content,
+            None => return false,
+        },
+        n => {
+            let count = usize::from(n & 0x7F);
+            if count > 4 || rest.len() < count {
+                return false;
+            }
+            let len = rest[..count]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            match rest[count..].get(..len) {
+                Some(content) => content,
+                None => return false,
+            }
+        }
+    };
+    content.starts_with(&[0x02, 0x01, 0x03])
+}
+
+/// Reads a keystore file and tells what it holds; `expected` (the `type_param` parameter,
+/// `keyStoreType` or `trustStoreType`), when given, must match it. A Java keystore gets the
+/// command that converts it.
+fn read_store(
+    path: &Path,
+    expected: Option<StoreType>,
+    type_param: &str,
+) -> Result<(Vec<u8>, StoreType), String> {
+    let shown = path.display();
+    let data = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    let content = Content::of(&data).ok_or_else(|| {
+        format!(
+            "{shown}: not a keystore Starling can read: neither PEM (-----BEGIN lines) nor PKCS#12"
+        )
+    })?;
+    let Some(found) = content.store_type() else {
+        let kind = if content == Content::Jks {
+            "JKS"
+        } else {
+            "JCEKS"
+        };
+        return Err(format!(
+            "{shown}: a {kind} keystore, which Starling cannot read; convert it to PKCS#12 with \
+             `keytool -importkeystore -srckeystore {shown} -destkeystore {shown}.p12 \
+             -deststoretype PKCS12` and point the parameter at {shown}.p12 (same password)"
+        ));
+    };
+    match expected {
+        Some(expected) if expected != found => Err(format!(
+            "{shown}: holds {found}, but {type_param} is {expected}"
+        )),
+        _ => Ok((data, found)),
+    }
 }
 
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// Reads a certificate chain and key from a PEM file or a PKCS#12 keystore.
-fn load_identity(path: &Path, password: Option<&str>) -> Result<Identity, String> {
+fn load_identity(
+    path: &Path,
+    password: Option<&str>,
+    expected: Option<StoreType>,
+) -> Result<Identity, String> {
     let shown = path.display();
-    if is_pkcs12(path) {
-        let data = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    let (data, found) = read_store(path, expected, "keyStoreType")?;
+    if found == StoreType::Pkcs12 {
         let store = p12_keystore::KeyStore::from_pkcs12(
             &data,
             password.unwrap_or(""),
@@ -89,8 +214,7 @@ fn load_identity(path: &Path, password: Option<&str>) -> Result<Identity, String
             "{shown}: the keystore holds no private key with a certificate"
         ));
     }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{shown}: {e}"))?
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{shown}: bad certificate: {e}"))?;
     if certs.is_empty() {
@@ -98,16 +222,20 @@ fn load_identity(path: &Path, password: Option<&str>) -> Result<Identity, String
             "{shown}: no certificate (expected PEM with a chain and a key)"
         ));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{shown}: no private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&data)
+        .map_err(|e| format!("{shown}: no private key: {e}"))?;
     Ok((certs, key))
 }
 
 /// Reads trusted CA certificates from PEM or PKCS#12.
-fn load_roots(path: &Path, password: Option<&str>) -> Result<RootCertStore, String> {
+fn load_roots(
+    path: &Path,
+    password: Option<&str>,
+    expected: Option<StoreType>,
+) -> Result<RootCertStore, String> {
     let shown = path.display();
-    let certs: Vec<CertificateDer<'static>> = if is_pkcs12(path) {
-        let data = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    let (data, found) = read_store(path, expected, "trustStoreType")?;
+    let certs: Vec<CertificateDer<'static>> = if found == StoreType::Pkcs12 {
         let store = p12_keystore::KeyStore::from_pkcs12(
             &data,
             password.unwrap_or(""),
@@ -124,8 +252,7 @@ fn load_roots(path: &Path, password: Option<&str>) -> Result<RootCertStore, Stri
             })
             .collect()
     } else {
-        CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("{shown}: {e}"))?
+        CertificateDer::pem_slice_iter(&data)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{shown}: bad certificate: {e}"))?
     };
@@ -147,8 +274,12 @@ pub fn server_config(params: &TlsParams) -> Result<ServerConfig, String> {
         .key_store
         .as_deref()
         .ok_or_else(|| "keyStorePath: required when sslEnabled is true or optional".to_owned())?;
-    let (certs, key) = load_identity(key_store, params.key_store_password.as_deref())
-        .map_err(|e| format!("keyStorePath: {e}"))?;
+    let (certs, key) = load_identity(
+        key_store,
+        params.key_store_password.as_deref(),
+        params.key_store_type,
+    )
+    .map_err(|e| format!("keyStorePath: {e}"))?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
@@ -157,8 +288,12 @@ pub fn server_config(params: &TlsParams) -> Result<ServerConfig, String> {
             .trust_store
             .as_deref()
             .ok_or_else(|| "trustStorePath: required with needClientAuth=true".to_owned())?;
-        let roots = load_roots(trust_store, params.trust_store_password.as_deref())
-            .map_err(|e| format!("trustStorePath: {e}"))?;
+        let roots = load_roots(
+            trust_store,
+            params.trust_store_password.as_deref(),
+            params.trust_store_type,
+        )
+        .map_err(|e| format!("trustStorePath: {e}"))?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| format!("trustStorePath: {e}"))?;
@@ -321,5 +456,46 @@ mod tests {
         })
         .expect_err("no key store");
         assert!(err.starts_with("keyStorePath: required"), "{err}");
+    }
+
+    /// PEM by its `-----BEGIN` lines (text before them allowed, as openssl writes "Bag
+    /// Attributes"), PKCS#12 by a DER SEQUENCE starting with version 3, Java keystores by
+    /// their magic; a DER certificate is not taken for PKCS#12.
+    #[test]
+    fn keystores_are_told_apart_by_content() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+        assert_eq!(Content::of(pem.as_bytes()), Some(Content::Pem));
+        let with_text = format!("Bag Attributes\n    friendlyName: x\n{pem}");
+        assert_eq!(Content::of(with_text.as_bytes()), Some(Content::Pem));
+
+        let chain = p12_keystore::PrivateKeyChain::new(
+            vec![1u8; 20],
+            p12_keystore::PrivateKey::from_der(&key.serialize_der()).expect("key"),
+            vec![p12_keystore::Certificate::from_der(cert.der()).expect("cert")],
+        );
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("k", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let p12 = store.writer("pw").write().expect("pkcs12");
+        assert_eq!(Content::of(&p12), Some(Content::Pkcs12));
+
+        assert_eq!(
+            Content::of(&[0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2]),
+            Some(Content::Jks)
+        );
+        assert_eq!(
+            Content::of(&[0xCE, 0xCE, 0xCE, 0xCE, 0, 0, 0, 2]),
+            Some(Content::Jceks)
+        );
+        assert_eq!(Content::of(cert.der()), None, "a DER certificate");
+        assert_eq!(
+            Content::of(&p12[..p12.len() / 2]),
+            None,
+            "a truncated PKCS#12"
+        );
+        assert_eq!(Content::of(b""), None);
+        assert_eq!(Content::of(b"\x30"), None);
     }
 }

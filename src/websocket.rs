@@ -3,7 +3,9 @@
 //! The handshake accepts the subprotocols `mqtt` and `mqttv3.1` (in any case) and echoes the
 //! one the client offered, as it spelled it (browsers fail the handshake otherwise), and
 //! optionally a fixed path. A WebSocket connection's Maximum Packet Size is at most
-//! `max_frame_size` (see `TransportInfo::max_packet_size`). After it,
+//! `max_frame_size` when the acceptor has a `maximumPacketSize`; with `maximumPacketSize=-1`
+//! none is announced, and a message over `max_frame_size` still ends the connection (see
+//! `TransportInfo::max_packet_size`). After it,
 //! `WsBytes` turns the frames into the byte stream a Connection reads: MQTT packets do not
 //! align with frames (one packet may span frames, one frame may hold several packets), so
 //! binary payloads are simply concatenated. Ping/pong are answered by tungstenite; a close

@@ -55,6 +55,32 @@ async fn packets_are_logged_at_trace_with_payloads_cut_at_256_characters() {
         .await;
 }
 
+/// The seed's Debug Logging: "turning on TRACE logging for
+/// `org.apache.activemq.artemis.core.protocol.mqtt`" logs packets in and out; in Starling that
+/// name is an alias of the `protocol` logger.
+#[tokio::test]
+async fn artemis_mqtt_logger_at_trace_logs_every_packet() {
+    let broker = TestBroker::start_captured(
+        "",
+        &json_logging("org.apache.activemq.artemis.core.protocol.mqtt = \"TRACE\""),
+    );
+    let logs = broker.logs.clone().expect("captured");
+    let (mut raw, _) = Raw::connected(broker.addr, Protocol::V311, "artemis-user").await;
+    raw.send_packet(&publish("debug/me", QoS::AtMostOnce, None, "hello"))
+        .await;
+    let record = logs
+        .wait_for("PUBLISH in", |r| is_packet(r, "in", "PUBLISH"))
+        .await;
+    assert!(
+        record["packet"]
+            .as_str()
+            .is_some_and(|f| f.contains("topic=debug/me")),
+        "{record}"
+    );
+    logs.wait_for("CONNACK out", |r| is_packet(r, "out", "CONNACK"))
+        .await;
+}
+
 /// Payloads are never logged below TRACE.
 #[tokio::test]
 async fn no_payload_is_logged_below_trace() {

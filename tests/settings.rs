@@ -114,6 +114,54 @@ fn an_unknown_log_level_is_explained() {
     );
 }
 
+/// Issue 19, item 9: a `[logging.levels]` name that no logger has would log nothing, silently:
+/// it is a settings error naming the key, the file, and the loggers there are.
+#[test]
+fn an_unknown_logger_name_is_an_error_naming_key_file_and_known_loggers() {
+    let (err, path) = load_err("[logging.levels]\nprotocol = \"trace\"\nconection = \"debug\"\n");
+    assert!(err.contains(&path), "{err}");
+    assert!(err.contains("logging.levels.conection: no logger"), "{err}");
+    assert!(
+        err.contains("protocol, ") && err.contains("connection::io"),
+        "the known names are listed: {err}"
+    );
+    assert!(!err.contains("logging.levels.protocol:"), "{err}");
+
+    let f = file("[logging.levels]\n\"org.apache.activemq.artemis.core.server\" = \"debug\"\n");
+    let out = starling()
+        .args(["--check-config", "-c"])
+        .arg(f.path())
+        .output()
+        .expect("run starling");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("logging.levels.org.apache.activemq.artemis.core.server: no logger")
+            && stderr.contains(&f.path().display().to_string()),
+        "{stderr}"
+    );
+}
+
+/// The seed's Debug Logging names Artemis' logger `org.apache.activemq.artemis.core.protocol.
+/// mqtt`; written quoted or as TOML's dotted key (nested tables), it is one name.
+#[test]
+fn artemis_mqtt_logger_is_accepted_quoted_or_dotted() {
+    for text in [
+        "[logging.levels]\n\"org.apache.activemq.artemis.core.protocol.mqtt\" = \"TRACE\"\n",
+        "[logging.levels]\norg.apache.activemq.artemis.core.protocol.mqtt = \"TRACE\"\n",
+    ] {
+        let settings = load(&[&file(text)]).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            settings
+                .logging
+                .levels
+                .get("org.apache.activemq.artemis.core.protocol.mqtt"),
+            Some(&LogLevel::Trace),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn a_toml_syntax_error_names_the_file() {
     let (err, path) = load_err("core = = 1\n");

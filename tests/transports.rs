@@ -6,120 +6,16 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::HeaderValue;
-use async_tungstenite::tungstenite::Message;
 use bytes::BytesMut;
 use common::pki::Pki;
 use common::raw::{self, connect_packet, publish, Raw};
+use common::ws::WsRaw;
 use common::*;
-use futures_util::StreamExt;
 use starling_proto::{
     decode, encode, Limits, Packet, Protocol, QoS, ReasonCode, Subscribe, SubscriptionOptions,
     TopicFilter,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-
-/// An MQTT client over a WebSocket (over any stream), speaking packets in binary frames.
-struct WsRaw<S> {
-    ws: async_tungstenite::WebSocketStream<async_tungstenite::tokio::TokioAdapter<S>>,
-    buf: BytesMut,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> WsRaw<S> {
-    async fn open(
-        stream: S,
-        path: &str,
-        subprotocol: Option<&str>,
-    ) -> Result<(WsRaw<S>, Option<String>), String> {
-        let mut request = format!("ws://127.0.0.1{path}")
-            .into_client_request()
-            .expect("request");
-        if let Some(p) = subprotocol {
-            request.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_str(p).expect("header"),
-            );
-        }
-        let (ws, response) = async_tungstenite::tokio::client_async(request, stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let chosen = response
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok((
-            WsRaw {
-                ws,
-                buf: BytesMut::new(),
-            },
-            chosen,
-        ))
-    }
-
-    async fn send_frame(&mut self, bytes: Vec<u8>) {
-        self.ws
-            .send(Message::Binary(bytes.into()))
-            .await
-            .expect("send frame");
-    }
-
-    async fn send_packet(&mut self, packet: &Packet) {
-        let mut out = BytesMut::new();
-        encode(packet, Protocol::V5, &mut out).expect("encode");
-        self.send_frame(out.to_vec()).await;
-    }
-
-    async fn recv(&mut self) -> Option<Packet> {
-        let limits = Limits {
-            protocol: Protocol::V5,
-            max_packet_size: None,
-        };
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(p) = decode(&mut self.buf, &limits).expect("decodable") {
-                    return Some(p);
-                }
-                match self.ws.next().await {
-                    Some(Ok(Message::Binary(b))) => self.buf.extend_from_slice(&b),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                    Some(Ok(_)) => {}
-                }
-            }
-        })
-        .await
-        .expect("timed out waiting on the WebSocket")
-    }
-
-    async fn connect(&mut self, id: &str) {
-        self.send_packet(&connect_packet(Protocol::V5, id)).await;
-        assert!(
-            matches!(self.recv().await, Some(Packet::ConnAck(a)) if a.code == ReasonCode::SUCCESS)
-        );
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        self.send_packet(&Packet::Subscribe(Subscribe {
-            packet_id: common::raw::pid(1),
-            properties: None,
-            filters: vec![(
-                TopicFilter::new(filter).expect("filter"),
-                SubscriptionOptions::default(),
-            )],
-        }))
-        .await;
-        assert!(matches!(self.recv().await, Some(Packet::SubAck(_))));
-    }
-
-    async fn recv_payload(&mut self) -> Vec<u8> {
-        match self.recv().await {
-            Some(Packet::Publish(p)) => p.payload.to_vec(),
-            other => panic!("expected PUBLISH, got {other:?}"),
-        }
-    }
-}
 
 async fn tcp(broker: &TestBroker) -> TcpStream {
     TcpStream::connect(broker.addr).await.expect("connect")
@@ -289,51 +185,6 @@ async fn a_subprotocol_is_echoed_as_the_client_spelled_it() {
         .expect("upgrade");
     assert_eq!(chosen.as_deref(), Some("MQTT"));
     ws.connect("shouty").await;
-}
-
-/// A WebSocket message larger than `[websocket] max_frame_size` cannot arrive, so a WebSocket
-/// connection's Maximum Packet Size is at most that, and its CONNACK says so (TCP connections
-/// keep the acceptor's). A packet over it that does arrive, in frames each under the limit,
-/// gets DISCONNECT 0x95 like on TCP.
-#[tokio::test]
-async fn a_websocket_connack_announces_the_frame_limit_as_maximum_packet_size() {
-    let broker = TestBroker::start("", "[websocket]\nmax_frame_size = 65536");
-    let (mut ws, _) = WsRaw::open(tcp(&broker).await, "/", Some("mqtt"))
-        .await
-        .expect("upgrade");
-    ws.send_packet(&connect_packet(Protocol::V5, "framed"))
-        .await;
-    match ws.recv().await {
-        Some(Packet::ConnAck(ack)) => assert_eq!(
-            ack.properties.and_then(|p| p.maximum_packet_size),
-            Some(65536)
-        ),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-    let (_, ack) = common::raw::Raw::connected(broker.addr, Protocol::V5, "plain").await;
-    assert_eq!(
-        ack.properties.and_then(|p| p.maximum_packet_size),
-        Some(268_435_455)
-    );
-
-    let mut big = BytesMut::new();
-    let publish = Packet::Publish(starling_proto::Publish {
-        dup: false,
-        qos: starling_proto::QoS::AtMostOnce,
-        retain: false,
-        topic: starling_proto::TopicName::new("big").expect("topic"),
-        packet_id: None,
-        properties: None,
-        payload: vec![0u8; 70_000].into(),
-    });
-    encode(&publish, Protocol::V5, &mut big).expect("encode");
-    let (head, tail) = big.split_at(40_000);
-    ws.send_frame(head.to_vec()).await;
-    ws.send_frame(tail.to_vec()).await;
-    match ws.recv().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::PACKET_TOO_LARGE),
-        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
-    }
 }
 
 /// `[websocket] path` restricts the upgrade to one path.

@@ -41,8 +41,10 @@ pub struct TransportInfo {
     pub kind: &'static str,
     /// The subject common name of the client's TLS certificate, when it presented one.
     pub client_identity: Option<String>,
-    /// The largest packet the transport itself can carry (WebSocket: its largest message):
-    /// the connection's Maximum Packet Size is at most this, and CONNACK says so.
+    /// The largest packet the transport itself can carry (WebSocket: its largest message).
+    /// When the acceptor has a `maximumPacketSize`, the connection's Maximum Packet Size is
+    /// the smaller of the two, and CONNACK says so; with `maximumPacketSize=-1` nothing is
+    /// announced and only the transport enforces its limit.
     pub max_packet_size: Option<u32>,
 }
 

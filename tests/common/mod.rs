@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod pki;
 pub mod raw;
+pub mod ws;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -91,6 +91,15 @@ impl Pki {
         self.write(name, &data)
     }
 
+    /// The CA certificate in a PKCS#12 truststore protected by `password`.
+    pub fn ca_p12(&self, name: &str, password: &str) -> PathBuf {
+        let cert = p12_keystore::Certificate::from_der(&self.ca_der).expect("cert");
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("ca", p12_keystore::KeyStoreEntry::Certificate(cert));
+        let data = store.writer(password).write().expect("pkcs12");
+        self.write(name, &data)
+    }
+
     /// The CA certificate as a PEM file (a truststore).
     pub fn ca_pem(&self) -> PathBuf {
         let pem = rustls_pem(&self.ca_der);

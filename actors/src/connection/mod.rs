@@ -205,10 +205,15 @@ impl Connection {
         }
         let limits = Limits {
             protocol: Protocol::V311,
-            max_packet_size: match (config.maximum_packet_size, transport.max_packet_size) {
-                (Some(ours), Some(carried)) => Some(ours.min(carried)),
-                (ours, carried) => ours.or(carried),
-            },
+            // `maximumPacketSize=-1` (None): nothing is announced and the codec sets no limit,
+            // on every transport; what the transport carries still bounds it on its own (a
+            // WebSocket message over its limit ends the connection). A number: the smaller of
+            // it and the transport's limit, announced in CONNACK and enforced (0x95).
+            max_packet_size: config.maximum_packet_size.map(|ours| {
+                transport
+                    .max_packet_size
+                    .map_or(ours, |carried| ours.min(carried))
+            }),
         };
         Connection {
             id,

@@ -5,7 +5,6 @@
 //! `acceptors` replaces the whole default list. Every error names the key and the file (or the
 //! environment) it came from; an unknown key is an error.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,12 +18,17 @@ use starling_actors::security::scram::ScramSha256;
 use starling_actors::security::{AuthMethod, AuthMethods, DefaultSecurityManager, SecurityOptions};
 use starling_actors::store::{PersistenceConfig, SyncMode};
 
+mod log;
+
+pub use log::{LogFormat, LogLevel, LoggingSettings};
+
 use crate::acceptor::{self, Acceptor};
+use crate::logging;
 use crate::tls::{self, SslMode};
 use crate::websocket::WsSettings;
 
 /// The built-in defaults: the same text as `settings/default.toml`.
-pub const DEFAULT_SETTINGS: &str = include_str!("../settings/default.toml");
+pub const DEFAULT_SETTINGS: &str = include_str!("../../settings/default.toml");
 const DEFAULT_ORIGIN: &str = "built-in defaults";
 
 /// The whole settings tree.
@@ -201,74 +205,6 @@ pub struct SecuritySettings {
     pub scram_sha256_file: Option<PathBuf>,
 }
 
-/// `[logging]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoggingSettings {
-    /// The level of every logger without its own.
-    pub level: LogLevel,
-    /// Output format.
-    pub format: LogFormat,
-    /// Log file; standard error when absent.
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// Per-logger levels, by module name (`protocol`, `connection`, ...).
-    #[serde(default)]
-    pub levels: BTreeMap<String, LogLevel>,
-}
-
-/// A log level name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum LogLevel {
-    /// Every packet (on the `protocol` logger) and more.
-    Trace,
-    /// Connection life, session decisions.
-    Debug,
-    /// Start-up, listening addresses, clients connecting.
-    Info,
-    /// Something is wrong but the broker goes on.
-    #[serde(alias = "warn")]
-    Warning,
-    /// A request failed.
-    Error,
-    /// The broker cannot go on.
-    Critical,
-    /// Nothing.
-    Off,
-}
-
-impl TryFrom<String> for LogLevel {
-    type Error = String;
-
-    fn try_from(name: String) -> Result<LogLevel, String> {
-        Ok(match name.to_ascii_lowercase().as_str() {
-            "trace" => LogLevel::Trace,
-            "debug" => LogLevel::Debug,
-            "info" => LogLevel::Info,
-            "warning" | "warn" => LogLevel::Warning,
-            "error" => LogLevel::Error,
-            "critical" => LogLevel::Critical,
-            "off" => LogLevel::Off,
-            _ => {
-                return Err(format!(
-                "unknown log level {name:?} (trace, debug, info, warning, error, critical or off)"
-            ))
-            }
-        })
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Term,
-    /// One JSON object per line.
-    Json,
-}
-
 /// One `[[acceptors]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,8 +263,14 @@ impl Settings {
                 .add_source(file_source(file))
                 .build()
                 .and_then(|c| c.try_deserialize::<Settings>());
-            if let Err(e) = layered {
-                problems.push(format!("{}: {}", file.display(), e));
+            match layered {
+                Err(e) => problems.push(format!("{}: {}", file.display(), e)),
+                // Over the defaults, which set none, a file's logger names are its own.
+                Ok(layered) => problems.extend(
+                    logging::level_problems(&layered.logging.levels)
+                        .into_iter()
+                        .map(|p| format!("{}: {p}", file.display())),
+                ),
             }
         }
         if !problems.is_empty() {
@@ -351,6 +293,17 @@ impl Settings {
             .map_err(|e| SettingsError {
                 problems: vec![e.to_string()],
             })?;
+        // Each file's names are checked above: what is left came from the environment, or
+        // from files that are fine alone but not together.
+        let combined = logging::level_problems(&settings.logging.levels);
+        if !combined.is_empty() {
+            return Err(SettingsError {
+                problems: combined
+                    .into_iter()
+                    .map(|p| format!("settings files and environment combined: {p}"))
+                    .collect(),
+            });
+        }
         settings.validate(&acceptors_origin(files))?;
         Ok(settings)
     }
