@@ -232,6 +232,26 @@ async fn a_small_server_keep_alive_is_announced_and_enforced() {
     raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
 }
 
+/// The seed: "Any other value means the `serverKeepAlive` will be applied if it is *less
+/// than* the client's keep alive value". Artemis applies it whatever the protocol version
+/// (its MQTTProtocolHandler.calculateKeepAlive does not look at it), so a 3.1.1 client,
+/// which no CONNACK property can tell, is held to it too: with keep alive 60 on an acceptor
+/// with `serverKeepAlive=1` it is closed after about 1.5 s of silence, not 90 s.
+#[tokio::test]
+async fn server_keep_alive_also_shortens_an_mqtt_3_1_1_keep_alive() {
+    let broker = TestBroker::start(";serverKeepAlive=1", "");
+    let connect = connect_with(Protocol::V311, "old-timer", |c| c.keep_alive = 60);
+    let (mut raw, ack) = Raw::connect(broker.addr, Protocol::V311, &connect).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    let silent_since = std::time::Instant::now();
+    raw.expect_closed().await;
+    let silence = silent_since.elapsed();
+    assert!(
+        silence >= Duration::from_millis(1000) && silence < Duration::from_millis(4000),
+        "closed after {silence:?} of silence"
+    );
+}
+
 // defaultMqttSessionExpiryInterval
 
 /// [MQTT-3.1.2-23] An MQTT 5 CONNECT without a Session Expiry Interval means 0: the session
